@@ -1,0 +1,123 @@
+"""``MNISTClassifier``: the seed-compatible facade over data, models, training, evaluation and model files.
+
+    clf = MNISTClassifier()
+    clf.load_and_preprocess_data()
+    clf.build_model()                 # the default CNN; build_model(hidden_layers=[128, 64]) for the seed MLP
+    clf.train_model(epochs=5)
+    accuracy, y_pred, y_true = clf.evaluate_model()
+    clf.save_model("digits.safetensors")
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import persist
+from .data import DATASET_SHA256, load_mnist
+from .errors import ConfigError
+from .evaluate import Evaluation, evaluate
+from .inference import resolve_device
+from .models import build_model, model_config
+from .train import History, TrainResult, fit, save_result, training_config
+
+
+class MNISTClassifier:
+    def __init__(self, architecture: str = "cnn", data_dir: str | None = None, device: str = "auto",
+                 seed: int = 0, output_dir: str = "assets"):
+        self.architecture = architecture
+        self.data_dir = data_dir
+        self.device = resolve_device(device)
+        self.seed = seed
+        self.output_dir = output_dir  # where figures are written
+        self.model = None
+        self.model_config: dict = {}
+        self.history = History()
+        self.evaluation: Evaluation | None = None
+        self.metadata: dict = {}
+        self.data = None
+        self.x_train = self.y_train = self.x_test = self.y_test = None
+
+    # ------------------------------------------------------------ data
+
+    def load_and_preprocess_data(self):
+        """Load MNIST; returns ``(x_train, y_train), (x_test, y_test)`` with images as float32 in [0, 1]."""
+        self.data = load_mnist(self.data_dir)
+        self.x_train = self.data.train_images.astype(np.float32) / 255.0
+        self.x_test = self.data.test_images.astype(np.float32) / 255.0
+        self.y_train, self.y_test = self.data.train_labels.astype(np.int64), self.data.test_labels.astype(np.int64)
+        return (self.x_train, self.y_train), (self.x_test, self.y_test)
+
+    def _require_data(self):
+        if self.data is None:
+            self.load_and_preprocess_data()
+        return self.data
+
+    def _require_model(self):
+        if self.model is None:
+            raise ConfigError("no model yet: call build_model() or load_model(path) first")
+        return self.model
+
+    # ------------------------------------------------------------ model
+
+    def build_model(self, hidden_layers=None, dropout_rate: float | None = None, architecture: str | None = None,
+                    **options):
+        """Build a registered architecture. ``hidden_layers`` alone selects the seed's ``mlp``."""
+        name = architecture or ("mlp" if hidden_layers is not None else self.architecture)
+        if hidden_layers is not None:
+            options["hidden_layers"] = list(hidden_layers)
+        if dropout_rate is not None:
+            options["dropout"] = dropout_rate
+        self.architecture = name
+        self.model = build_model(name, **options).to(self.device)
+        self.model_config = model_config(name, **options)
+        self.history, self.evaluation, self.metadata = History(), None, {}
+        return self.model
+
+    def train_model(self, epochs: int | None = None, batch_size: int | None = None,
+                    validation_split: float | None = None, **train_options) -> History:
+        """Train on the 60k training digits with the architecture's preset; keyword arguments override it."""
+        if self.model is None:
+            self.build_model()
+        data = self._require_data()
+        config = training_config(self.architecture, epochs=epochs, batch_size=batch_size,
+                                 validation_split=validation_split, seed=train_options.pop("seed", self.seed),
+                                 device=str(self.device), **train_options)
+        self.train_config = config
+        self.history = fit(self.model, data.train_images, data.train_labels, config)
+        self.train_seconds = sum(self.history.seconds)
+        return self.history
+
+    def evaluate_model(self):
+        """Score on the test set; returns ``(accuracy, y_pred, y_true)`` as in the seed."""
+        data = self._require_data()
+        self.evaluation = evaluate(self._require_model(), data.test_images, data.test_labels)
+        return self.evaluation.accuracy, self.evaluation.y_pred, self.evaluation.y_true
+
+    def predict_proba(self, images) -> np.ndarray:
+        """Probabilities (N, 10) for 28x28 images (uint8 0..255 or float 0..1, light ink on dark)."""
+        from .inference import predict_proba
+
+        return predict_proba(self._require_model(), images)
+
+    # ------------------------------------------------------------ files
+
+    def save_model(self, path):
+        """Write one .safetensors file with weights and metadata (metrics included if evaluated)."""
+        model = self._require_model()
+        if self.evaluation is None and self.data is not None:
+            self.evaluate_model()
+        if self.evaluation is not None and hasattr(self, "train_config"):
+            result = TrainResult(model, self.architecture, self.model_config, self.train_config, self.history,
+                                 self.evaluation, getattr(self, "train_seconds", 0.0))
+            return save_result(result, path, self.data.sha256 if self.data else DATASET_SHA256)
+        extra = {k: v for k, v in self.metadata.items() if k not in ("architecture", "config")}
+        return persist.save_model(path, model, self.architecture, self.model_config, **extra)
+
+    def load_model(self, path=None):
+        """Load a model file (default: the shipped pretrained model); returns the model."""
+        loaded = persist.load_model(path or persist.pretrained_path(), device=self.device)
+        self.model, self.metadata = loaded.model, loaded.metadata
+        self.architecture, self.model_config = loaded.metadata["architecture"], loaded.metadata.get("config", {})
+        self.history = History.from_dict(loaded.metadata.get("history"))
+        self.evaluation = None
+        return self.model

@@ -1,0 +1,157 @@
+"""The ``mnist-classifier`` command: parse arguments, call the library, print. No logic of its own.
+
+Each subcommand is one ``add_<name>`` function that declares its arguments and one ``run_<name>``
+function that does the work; ``main`` turns every library error into a single line and exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import __version__
+from .errors import MNISTClassifierError
+
+
+def _csv_ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    return values
+
+
+def _print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def _model_argument(parser, positional: bool = True) -> None:
+    help_text = "model file (.safetensors); default: the shipped pretrained model"
+    if positional:
+        parser.add_argument("model", nargs="?", default=None, help=help_text)
+    else:
+        parser.add_argument("--model", default=None, help=help_text)
+
+
+# ---------------------------------------------------------------- train
+
+def add_train(sub) -> None:
+    from .models import REGISTRY
+
+    p = sub.add_parser("train", help="train a model on MNIST, evaluate it on the test set, save it",
+                       description="Train on MNIST's 60k training digits, evaluate on the 10k test digits, save "
+                                   "the model. Unset options take the architecture's tuned preset.")
+    p.add_argument("--architecture", "-a", default="cnn", choices=list(REGISTRY),
+                   help="model family (default: cnn)")
+    p.add_argument("--epochs", type=int, help="maximum epochs")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="learning rate (peak LR for onecycle)")
+    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"])
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--schedule", choices=["constant", "onecycle", "plateau"])
+    p.add_argument("--validation-split", type=float, help="fraction held out for validation (0 = none)")
+    p.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="epochs without val-loss gain (0 = off)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="small random affine augmentation")
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--hidden-layers", type=_csv_ints, help="mlp/mlp-bn hidden sizes, e.g. 128,64")
+    p.add_argument("--dropout", type=float, help="dropout rate (mlp, cnn)")
+    p.add_argument("--channels", type=_csv_ints, help="cnn stage widths, e.g. 32,64,128")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same weights on CPU)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--data-dir", default=None, help="folder with the four MNIST files (else MNIST_DATA, cache, download)")
+    p.add_argument("--out", "-o", default=None, help="model file to write (default: models/ARCHITECTURE.safetensors)")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the results")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.set_defaults(run=run_train)
+
+
+def run_train(args) -> int:
+    from .data import load_mnist
+    from .train import train_architecture, training_config
+
+    config = training_config(args.architecture, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                             optimizer=args.optimizer, weight_decay=args.weight_decay, schedule=args.schedule,
+                             validation_split=args.validation_split, early_stopping=args.early_stopping,
+                             augment=args.augment, label_smoothing=args.label_smoothing, seed=args.seed,
+                             device=args.device, progress=not args.quiet)
+    model_options = {"hidden_layers": args.hidden_layers, "dropout": args.dropout, "channels": args.channels}
+    data = load_mnist(args.data_dir, progress=not args.quiet)
+    out = args.out or f"models/{args.architecture}.safetensors"
+    result = train_architecture(args.architecture, data, config, model_options, out=out)
+    summary = result.summary()
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"{args.architecture}: test accuracy {summary['accuracy']:.2%}, loss {summary['loss']:.4f} "
+              f"after {summary['epochs']} epochs in {summary['train_seconds']:.1f}s; saved {summary['model_path']}")
+    return 0
+
+
+# ---------------------------------------------------------------- evaluate
+
+def add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="score a model on the MNIST test set",
+                       description="Accuracy, loss, per-class precision/recall/F1 and the most confused pairs "
+                                   "on MNIST's 10k test digits.")
+    _model_argument(p)
+    p.add_argument("--data-dir", default=None, help="folder with the four MNIST files")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=run_evaluate)
+
+
+def run_evaluate(args) -> int:
+    from .data import load_mnist
+    from .evaluate import evaluate
+    from .inference import resolve_device
+    from .persist import load_model, pretrained_path
+
+    loaded = load_model(args.model or pretrained_path(), device=resolve_device(args.device))
+    data = load_mnist(args.data_dir, progress=not args.json)
+    summary = {"model": str(loaded.path), "architecture": loaded.metadata["architecture"],
+               **evaluate(loaded.model, data.test_images, data.test_labels).summary()}
+    if args.json:
+        _print_json(summary)
+        return 0
+    print(f"{summary['model']} ({summary['architecture']}): accuracy {summary['accuracy']:.2%}  "
+          f"loss {summary['loss']:.4f}  n {summary['n']}  errors {summary['errors']}")
+    print("digit  precision  recall  f1")
+    for digit, row in summary["per_class"].items():
+        print(f"  {digit}    {row['precision']:.4f}    {row['recall']:.4f}  {row['f1']:.4f}")
+    pairs = ", ".join(f"{p['true']}->{p['predicted']} ({p['count']})" for p in summary["most_confused"][:5])
+    print(f"most confused: {pairs or 'none'}")
+    return 0
+
+
+# ---------------------------------------------------------------- entry point
+
+SUBCOMMANDS = [add_train, add_evaluate]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mnist-classifier",
+                                     description="Train, explain and serve handwritten-digit classifiers.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except MNISTClassifierError as exc:
+        print(f"mnist-classifier {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"mnist-classifier {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

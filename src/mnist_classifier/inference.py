@@ -1,0 +1,57 @@
+"""Device choice and batched forward passes: the one hot path from images to probabilities."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+INFERENCE_BATCH = 2048  # large enough to amortize per-call overhead, small enough to stay in cache-friendly sizes
+
+
+def resolve_device(name: str | None = "auto") -> torch.device:
+    """'auto' picks CUDA when present, else CPU; anything else must be a device torch understands."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def to_model_input(images) -> torch.Tensor:
+    """uint8 (N, 28, 28) in 0..255, or float in [0, 1], with or without the channel axis -> float (N, 1, 28, 28)."""
+    tensor = torch.as_tensor(np.asarray(images))
+    if tensor.dtype == torch.uint8:
+        tensor = tensor.float().div_(255.0)
+    else:
+        tensor = tensor.float()
+    if tensor.ndim == 2:
+        tensor = tensor.unsqueeze(0)
+    if tensor.ndim == 3:
+        tensor = tensor.unsqueeze(1)
+    if tensor.shape[1:] != (1, 28, 28):
+        raise ConfigError(f"expected images of shape (N, 28, 28), got {tuple(tensor.shape)}")
+    return tensor
+
+
+@torch.inference_mode()
+def predict_logits(model: torch.nn.Module, images, batch_size: int = INFERENCE_BATCH) -> torch.Tensor:
+    """Logits (N, 10) on the CPU for any number of images, in batches on the model's device."""
+    x = images if isinstance(images, torch.Tensor) and images.ndim == 4 else to_model_input(images)
+    device = next(model.parameters()).device
+    model.eval()
+    outputs = []
+    for start in range(0, len(x), batch_size):
+        batch = x[start:start + batch_size].to(device, non_blocking=True)
+        outputs.append(model(batch.contiguous(memory_format=torch.channels_last)).float().cpu())
+    return torch.cat(outputs) if outputs else torch.empty(0, 10)
+
+
+def predict_proba(model: torch.nn.Module, images, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
+    """Softmax probabilities (N, 10) as float32 numpy."""
+    return torch.softmax(predict_logits(model, images, batch_size), dim=1).numpy()

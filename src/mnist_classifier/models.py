@@ -1,0 +1,164 @@
+"""The architectures, and the one registry that maps a name to a constructor and its training preset.
+
+Every model takes a float tensor of shape (N, 1, 28, 28) with ink in [0, 1] on a 0 background (MNIST
+style, as ``preprocess`` produces) and returns logits (N, 10). The MNIST mean/std standardization happens
+inside the model, so no caller can forget it or apply it twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # pixel statistics of the MNIST training set
+
+
+class Standardize(nn.Module):
+    """(x - mean) / std with MNIST's statistics, as the first layer of every model."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - MNIST_MEAN) / MNIST_STD
+
+
+class MLP(nn.Module):
+    """Seed 000: flatten -> [Linear -> ReLU -> Dropout] per hidden layer -> Linear(10)."""
+
+    def __init__(self, hidden_layers=(128, 64), dropout: float = 0.2):
+        super().__init__()
+        _check_layers(hidden_layers)
+        _check_dropout(dropout)
+        layers: list[nn.Module] = [Standardize(), nn.Flatten()]
+        width = 28 * 28
+        for size in hidden_layers:
+            layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
+            width = size
+        layers.append(nn.Linear(width, 10))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class MLPBatchNorm(nn.Module):
+    """Seed 001: 512 -> BN -> ReLU -> Dropout .3, 256 -> BN -> ReLU -> Dropout .2, 128 -> ReLU, 10."""
+
+    def __init__(self, hidden_layers=(512, 256, 128), dropouts=(0.3, 0.2, 0.0)):
+        super().__init__()
+        _check_layers(hidden_layers)
+        if len(dropouts) != len(hidden_layers):
+            raise ConfigError(f"dropouts has {len(dropouts)} values but there are {len(hidden_layers)} hidden layers")
+        layers: list[nn.Module] = [Standardize(), nn.Flatten()]
+        width = 28 * 28
+        for i, (size, rate) in enumerate(zip(hidden_layers, dropouts)):
+            _check_dropout(rate)
+            last = i == len(hidden_layers) - 1  # the seed's last hidden layer has no BN and no dropout
+            layers.append(nn.Linear(width, size))
+            layers += [nn.ReLU()] if last else [nn.BatchNorm1d(size), nn.ReLU(), nn.Dropout(rate)]
+            width = size
+        layers.append(nn.Linear(width, 10))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
+    # No conv bias: the batch norm right after it has its own shift.
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+class DigitCNN(nn.Module):
+    """Our CNN: three stages of 3x3 conv-BN-ReLU, each ending in a 2x2 max-pool (28 -> 14 -> 7 -> 3).
+
+    ``channels`` sets the width of each stage and ``convs`` how many convolutions a stage has. The
+    first stage keeps one conv because at 28x28 every extra conv costs four times as much as at 14x14;
+    depth is cheaper where the maps are small. The 3x3x C head keeps spatial layout for the classifier,
+    which beats global pooling on digits, whose meaning depends on where strokes are.
+    """
+
+    def __init__(self, channels=(32, 64, 128), convs=(1, 2, 1), dropout: float = 0.1):
+        super().__init__()
+        if len(channels) != 3 or len(convs) != 3 or min(channels) < 1 or min(convs) < 1:
+            raise ConfigError(f"cnn needs 3 positive channel widths and 3 positive conv counts, got {channels}, {convs}")
+        _check_dropout(dropout)
+        layers: list[nn.Module] = [Standardize()]
+        width = 1
+        for out, count in zip(channels, convs):
+            for _ in range(count):
+                layers += _conv_bn_relu(width, out)
+                width = out
+            layers.append(nn.MaxPool2d(2))
+        layers += [nn.Flatten(), nn.Dropout(dropout), nn.Linear(width * 3 * 3, 10)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _check_layers(hidden_layers) -> None:
+    if not hidden_layers or any(int(n) < 1 for n in hidden_layers):
+        raise ConfigError(f"hidden_layers must be a non-empty list of positive sizes, got {list(hidden_layers)}")
+
+
+def _check_dropout(rate: float) -> None:
+    if not 0.0 <= rate < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1), got {rate}")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A registry entry: how to build the model, and the training settings it was designed with."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    config: dict  # constructor keyword arguments (overridable)
+    training: dict  # TrainConfig fields this architecture is tuned for (overridable)
+    description: str = ""
+    channels_last: bool = field(default=False)  # conv nets run ~1.5-2x faster on CPU in NHWC
+
+
+REGISTRY: dict[str, Architecture] = {
+    a.name: a for a in [
+        Architecture("mlp", MLP, {"hidden_layers": [128, 64], "dropout": 0.2},
+                     {"epochs": 10, "batch_size": 32, "lr": 1e-3, "schedule": "constant", "augment": False},
+                     "seed 000: 784-128-64-10 MLP with dropout"),
+        Architecture("mlp-bn", MLPBatchNorm, {"hidden_layers": [512, 256, 128], "dropouts": [0.3, 0.2, 0.0]},
+                     {"epochs": 15, "batch_size": 128, "lr": 1e-3, "schedule": "plateau", "augment": False},
+                     "seed 001: 512-256-128 MLP with batch norm and dropout"),
+        Architecture("cnn", DigitCNN, {"channels": [32, 64, 128], "convs": [1, 2, 1], "dropout": 0.1},
+                     {"epochs": 12, "batch_size": 128, "lr": 3e-3, "schedule": "onecycle", "augment": True,
+                      "label_smoothing": 0.05},
+                     "our default CNN, tuned for accuracy per CPU-second", channels_last=True),
+        Architecture("cnn-fast", DigitCNN, {"channels": [16, 32, 64], "convs": [1, 1, 1], "dropout": 0.0},
+                     {"epochs": 1, "batch_size": 128, "lr": 3e-3, "schedule": "onecycle", "augment": False,
+                      "validation_split": 0.0},
+                     "the fastest path to 99%: a narrow CNN trained for one epoch", channels_last=True),
+    ]
+}
+
+
+def architecture(name: str) -> Architecture:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown architecture {name!r} (choose from {', '.join(REGISTRY)})") from None
+
+
+def build_model(name: str, **overrides) -> nn.Module:
+    """Build a registered architecture; keyword arguments override its default config."""
+    arch = architecture(name)
+    unknown = set(overrides) - set(arch.config)
+    if unknown:
+        raise ConfigError(f"{name} has no option {', '.join(sorted(unknown))} (options: {', '.join(arch.config)})")
+    model = arch.builder(**{**arch.config, **overrides})
+    return model.to(memory_format=torch.channels_last) if arch.channels_last else model
+
+
+def model_config(name: str, **overrides) -> dict:
+    """The full constructor config a model was built with (defaults plus overrides), for the model file."""
+    return {**architecture(name).config, **overrides}

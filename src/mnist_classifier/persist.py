@@ -1,0 +1,109 @@
+"""One model file: safetensors weights plus JSON metadata in the safetensors header.
+
+Safetensors stores raw tensors and a JSON header only, so loading a model file can never execute code
+(unlike pickle-based ``torch.save``). Our metadata lives under one header key, which is also how a
+foreign safetensors file is told apart from ours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from . import __version__
+from .errors import ConfigError, ModelFileError
+from .models import build_model
+
+METADATA_KEY = "mnist_classifier"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module  # in eval mode, on the requested device
+    metadata: dict
+    path: Path
+
+
+def save_model(path: str | os.PathLike, model: torch.nn.Module, architecture: str, config: dict,
+               **metadata) -> Path:
+    """Write weights and metadata atomically (temp file + rename): a crash never leaves half a model."""
+    path = Path(path)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "architecture": architecture,
+        "config": config,
+        "package_version": __version__,
+        "torch_version": torch.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **metadata,
+    }
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": "pt", METADATA_KEY: json.dumps(meta)})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """Our JSON metadata from a model file, validating that the file is a model file of ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            header = fh.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(f"{path}: not a readable safetensors model file ({_first_line(exc)})") from None
+    if METADATA_KEY not in header:
+        raise ModelFileError(f"{path}: a safetensors file, but not an mnist-classifier model (no {METADATA_KEY} metadata)")
+    try:
+        meta = json.loads(header[METADATA_KEY])
+    except json.JSONDecodeError:
+        raise ModelFileError(f"{path}: model metadata is not valid JSON") from None
+    if not isinstance(meta, dict) or "architecture" not in meta:
+        raise ModelFileError(f"{path}: model metadata has no architecture")
+    return meta
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the architecture named in the file and load its weights (never unpickling anything)."""
+    path = Path(path)
+    meta = read_metadata(path)
+    try:
+        model = build_model(meta["architecture"], **meta.get("config", {}))
+    except ConfigError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            state = {k: fh.get_tensor(k) for k in fh.keys()}
+        model.load_state_dict(state, strict=True)
+    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: weights do not match architecture {meta['architecture']!r} "
+                             f"or are corrupt ({_first_line(exc)})") from None
+    model.to(device).eval()
+    return LoadedModel(model, meta, path)
+
+
+def pretrained_path() -> Path:
+    """The model shipped inside the package, used wherever a command's model is left out."""
+    return Path(__file__).parent / "pretrained" / "cnn.safetensors"
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
