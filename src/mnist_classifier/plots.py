@@ -1,0 +1,583 @@
+"""Every figure the package draws: one style, PNG at 150 DPI, written atomically, each function returns its path.
+
+Figures are drawn on matplotlib ``Figure`` objects rendered by the Agg canvas, never through ``pyplot``:
+no global backend is switched (a user's notebook keeps its own), nothing needs a display, and figures are
+freed as soon as they are written. Each function takes plain arrays (or the library's own objects) and a
+path, so the report, the CLI, the notebooks and ``MNISTClassifier`` all draw the same pictures.
+
+Digits are shown as dark ink on white (``gray_r``): the model itself sees light ink on a dark
+background, but dark-on-white is what people read at a glance.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+
+from .errors import ConfigError
+
+DPI = 150
+DIGITS = np.arange(10)
+
+# One palette for every figure, so "green" means correct and "red" wrong everywhere.
+BLUE, ORANGE, GREEN, RED, GREY = "#1f6fb4", "#e07b16", "#2e7d32", "#c62828", "#7f7f7f"
+DIGIT_CMAP = "gray_r"
+
+STYLE = {
+    "font.size": 10,
+    "axes.titlesize": 12,
+    "axes.titleweight": "bold",
+    "axes.labelsize": 10.5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": False,
+    "grid.alpha": 0.35,
+    "grid.linestyle": "-",
+    "figure.titlesize": 14,
+    "figure.titleweight": "bold",
+    "legend.frameon": False,
+    "legend.fontsize": 9.5,
+    "savefig.facecolor": "white",
+    "figure.facecolor": "white",
+}
+
+# Figure sizes in inches; at 150 DPI each PNG is exactly (width*150, height*150) pixels.
+SIZES = {
+    "samples": (7.5, 6.6),
+    "class_distribution": (8.0, 4.5),
+    "training_history": (15.0, 4.6),
+    "confusion_matrix": (14.0, 6.4),
+    "per_class_accuracy": (8.0, 4.5),
+    "predictions": (8.0, 9.0),
+    "misclassified": (12.0, 9.0),
+    "confidence_histogram": (8.0, 4.5),
+    "reliability": (6.5, 7.5),
+    "first_layer": (12.0, 6.0),
+}
+CUSTOM_ROW_HEIGHT = 2.6  # inches per image in the custom-predictions figure
+CUSTOM_WIDTH = 11.0
+
+
+def pixel_size(name: str, rows: int | None = None) -> tuple[int, int]:
+    """The (width, height) in pixels of a figure kind; ``rows`` for the custom-predictions figure."""
+    if name == "custom_predictions":
+        return round(CUSTOM_WIDTH * DPI), round(CUSTOM_ROW_HEIGHT * max(rows or 1, 1) * DPI)
+    width, height = SIZES[name]
+    return round(width * DPI), round(height * DPI)
+
+
+# ---------------------------------------------------------------- plumbing
+
+def _figure(name: str, size: tuple[float, float] | None = None) -> Figure:
+    import matplotlib
+
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=size or SIZES[name], dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _styled(draw):
+    """Run a drawing function under the shared style (rc settings are read while artists are created)."""
+    import functools
+
+    import matplotlib
+
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(STYLE):
+            return draw(*args, **kwargs)
+
+    return wrapper
+
+
+def _save(fig: Figure, path) -> Path:
+    """Write the PNG atomically (temp file + rename) so a reader never sees half an image."""
+    import matplotlib
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        with matplotlib.rc_context(STYLE):
+            fig.savefig(tmp, format="png", dpi=DPI)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _digit(ax, image, title: str | None = None, color: str = "black", fontsize: float = 10) -> None:
+    ax.imshow(np.asarray(image), cmap=DIGIT_CMAP, vmin=0, vmax=255 if np.asarray(image).dtype == np.uint8 else 1,
+              interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(True)
+        spine.set_color(color if color != "black" else "#cccccc")
+        spine.set_linewidth(2.0 if color != "black" else 0.8)
+    if title:
+        ax.set_title(title, color=color, fontsize=fontsize, fontweight="bold" if color != "black" else "normal")
+
+
+def _hide_unused(axes, used: int) -> None:
+    for ax in axes.flat[used:]:
+        ax.set_visible(False)
+
+
+def _as_floats(values) -> np.ndarray:
+    """History lists may hold None (no validation set): make them NaN so matplotlib leaves gaps."""
+    return np.array([np.nan if v is None else float(v) for v in (values or [])], dtype=float)
+
+
+def _history_dict(history) -> dict:
+    if history is None:
+        return {}
+    if hasattr(history, "to_dict"):
+        return history.to_dict()
+    return dict(history)
+
+
+def has_history(history) -> bool:
+    """True when there is at least one epoch to draw."""
+    return len(_history_dict(history).get("epoch") or []) > 0
+
+
+# ---------------------------------------------------------------- the data
+
+@_styled
+def plot_samples(images, labels, path, count: int = 20, seed: int = 0) -> Path:
+    """A 4x5 grid of training digits with their labels (a random but repeatable pick)."""
+    images, labels = np.asarray(images), np.asarray(labels)
+    count = min(count, len(images))
+    pick = np.random.default_rng(seed).choice(len(images), size=count, replace=False)
+    cols = 5
+    rows = math.ceil(count / cols)
+    fig = _figure("samples")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax, i in zip(axes.flat, pick):
+        _digit(ax, images[i], f"label {int(labels[i])}")
+    _hide_unused(axes, count)
+    fig.suptitle(f"MNIST samples ({count} of {len(images):,})")
+    return _save(fig, path)
+
+
+@_styled
+def plot_class_distribution(labels, path, title: str = "Training set: digits per class") -> Path:
+    """Bar chart of how many examples each digit has, with the count on each bar."""
+    counts = np.bincount(np.asarray(labels).astype(int), minlength=10)[:10]
+    fig = _figure("class_distribution")
+    ax = fig.subplots()
+    bars = ax.bar(DIGITS, counts, color=BLUE, width=0.7)
+    ax.bar_label(bars, labels=[f"{c:,}" for c in counts], padding=2, fontsize=9)
+    mean = counts.mean()
+    ax.axhline(mean, color=GREY, linestyle="--", linewidth=1, label=f"mean {mean:,.0f} per digit")
+    ax.set_xticks(DIGITS)
+    ax.set_xlabel("digit")
+    ax.set_ylabel("examples")
+    ax.set_ylim(0, counts.max() * 1.2)
+    ax.legend(loc="upper right")
+    ax.set_title(f"{title} (n = {counts.sum():,})")
+    ax.grid(axis="y")
+    ax.set_axisbelow(True)
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------- training
+
+@_styled
+def plot_training_history(history, path) -> Path:
+    """Accuracy, loss (train vs validation) and learning rate per epoch; the kept (best) epoch is marked."""
+    h = _history_dict(history)
+    if not has_history(h):
+        raise ConfigError("no training history to plot (a model trained elsewhere or loaded without history)")
+    epochs = np.asarray(h["epoch"], dtype=float)
+    marker = "o" if len(epochs) <= 30 else None  # points stay visible for short runs (even a single epoch)
+    fig = _figure("training_history")
+    ax_acc, ax_loss, ax_lr = fig.subplots(1, 3)
+    for ax, key, label in ((ax_acc, "accuracy", "accuracy"), (ax_loss, "loss", "loss")):
+        train, val = _as_floats(h.get(f"train_{key}")), _as_floats(h.get(f"val_{key}"))
+        ax.plot(epochs, train, color=BLUE, marker=marker, label="train")
+        if np.isfinite(val).any():
+            ax.plot(epochs, val, color=ORANGE, marker=marker, label="validation")
+        ax.set_title(f"{label.capitalize()} per epoch")
+        ax.set_ylabel(label)
+    lr = _as_floats(h.get("lr"))
+    if np.isfinite(lr).any():
+        ax_lr.plot(epochs, lr, color=GREEN, marker=marker, label="learning rate")
+        finite = lr[np.isfinite(lr) & (lr > 0)]
+        if len(finite) and finite.max() / finite.min() > 20:
+            ax_lr.set_yscale("log")
+        else:
+            ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+    ax_lr.set_title("Learning rate (end of epoch)")
+    ax_lr.set_ylabel("learning rate")
+    best, stopped = h.get("best_epoch"), bool(h.get("stopped_early"))
+    for ax in (ax_acc, ax_loss, ax_lr):
+        ax.set_xlabel("epoch")
+        ax.grid(True)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if len(epochs) == 1:
+            ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+        if best is not None:
+            ax.axvline(best, color=RED, linestyle="--", linewidth=1.2,
+                       label=f"best epoch {best} (weights kept)" if not stopped or best != epochs[-1]
+                       else f"best epoch {best}")
+        if stopped:
+            ax.axvline(epochs[-1], color=GREY, linestyle=":", linewidth=1.5, label=f"early stop (epoch {int(epochs[-1])})")
+        ax.legend(loc="best")
+    seconds = sum(v for v in (h.get("seconds") or []) if v)
+    fig.suptitle(f"Training history: {len(epochs)} epoch{'s' if len(epochs) != 1 else ''}"
+                 + (f", {seconds:.0f} s" if seconds else "")
+                 + (" (stopped early)" if stopped else ""))
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------- evaluation
+
+@_styled
+def plot_confusion_matrix(y_true, y_pred, path) -> Path:
+    """Counts (log colour scale, so single errors still show) next to the row-normalized matrix in percent."""
+    from sklearn.metrics import confusion_matrix
+
+    counts = confusion_matrix(np.asarray(y_true), np.asarray(y_pred), labels=DIGITS)
+    rows = counts.sum(axis=1, keepdims=True)
+    percent = 100.0 * counts / np.maximum(rows, 1)
+    fig = _figure("confusion_matrix")
+    ax_counts, ax_pct = fig.subplots(1, 2)
+    shown = np.where(counts > 0, counts, np.nan)  # zero cells stay white
+    image = ax_counts.imshow(shown, cmap="Blues", norm=LogNorm(vmin=1, vmax=max(counts.max(), 2)))
+    fig.colorbar(image, ax=ax_counts, shrink=0.85, label="count (log scale)")
+    _annotate_cells(ax_counts, counts, lambda v: f"{v:d}" if v else "", counts.max() ** 0.6)
+    image = ax_pct.imshow(percent, cmap="Blues", vmin=0, vmax=100)
+    fig.colorbar(image, ax=ax_pct, shrink=0.85, label="% of the true digit's examples")
+    _annotate_cells(ax_pct, percent, lambda v: "" if v == 0 else (f"{v:.1f}" if v >= 0.05 else "<0.1"), 55)
+    accuracy = np.trace(counts) / max(counts.sum(), 1)
+    ax_counts.set_title("Counts")
+    ax_pct.set_title("Row-normalized (% per true digit)")
+    for ax in (ax_counts, ax_pct):
+        ax.set_xticks(DIGITS)
+        ax.set_yticks(DIGITS)
+        ax.set_xlabel("predicted digit")
+        ax.set_ylabel("true digit")
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    fig.suptitle(f"Confusion matrix: {counts.sum():,} test digits, accuracy {accuracy:.2%}")
+    return _save(fig, path)
+
+
+def _annotate_cells(ax, values, fmt, dark_above) -> None:
+    for (t, p), value in np.ndenumerate(values):
+        text = fmt(value.item())
+        if text:
+            ax.text(p, t, text, ha="center", va="center", fontsize=8,
+                    color="white" if value > dark_above else "black",
+                    fontweight="bold" if t == p else "normal")
+
+
+@_styled
+def plot_per_class_accuracy(y_true, y_pred, path) -> Path:
+    """Accuracy (recall) per true digit, zoomed to where the differences are, errors counted on each bar."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    totals = np.bincount(y_true, minlength=10)[:10]
+    correct = np.bincount(y_true[y_true == y_pred], minlength=10)[:10]
+    accuracy = 100.0 * correct / np.maximum(totals, 1)
+    overall = 100.0 * correct.sum() / max(totals.sum(), 1)
+    fig = _figure("per_class_accuracy")
+    ax = fig.subplots()
+    colors = [RED if a == accuracy.min() and a < 100 else BLUE for a in accuracy]
+    bars = ax.bar(DIGITS, accuracy, color=colors, width=0.7)
+    ax.bar_label(bars, labels=[f"{a:.1f}%\n{t - c} err" for a, c, t in zip(accuracy, correct, totals)],
+                 padding=2, fontsize=8)
+    ax.axhline(overall, color=GREY, linestyle="--", linewidth=1)
+    low = min(accuracy.min(), overall)
+    bottom = max(0.0, math.floor(low - (100 - low) * 0.6 - 0.5))
+    ax.set_ylim(bottom, 100.0 + (100 - bottom) * 0.12)  # headroom for the labels on top of the bars
+    ax.set_yticks([t for t in ax.get_yticks() if bottom <= t <= 100])
+    ax.set_xticks(DIGITS)
+    ax.set_xlabel("true digit")
+    ax.set_ylabel("accuracy (%, axis zoomed)")
+    ax.set_title(f"Per-class accuracy on the test set (dashed: overall {overall:.2f}%, red: weakest digit)",
+                 fontsize=11)
+    ax.grid(axis="y")
+    ax.set_axisbelow(True)
+    return _save(fig, path)
+
+
+@_styled
+def plot_predictions(images, y_true, probabilities, path, count: int = 25, seed: int = 0,
+                     title: str = "Predictions on test digits") -> Path:
+    """A 5x5 grid: predicted digit and confidence above each image, green when right, red when wrong."""
+    images, y_true, probabilities = np.asarray(images), np.asarray(y_true), np.asarray(probabilities)
+    count = min(count, len(images))
+    pick = np.sort(np.random.default_rng(seed).choice(len(images), size=count, replace=False))
+    cols = 5
+    rows = max(math.ceil(count / cols), 1)
+    fig = _figure("predictions")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    right = 0
+    for ax, i in zip(axes.flat, pick):
+        predicted, truth = int(probabilities[i].argmax()), int(y_true[i])
+        ok = predicted == truth
+        right += ok
+        label = f"pred {predicted} ({probabilities[i].max():.0%})" + ("" if ok else f"\ntrue {truth}")
+        _digit(ax, images[i], label, GREEN if ok else RED)
+    _hide_unused(axes, count)
+    fig.suptitle(f"{title}: {right}/{count} correct (green right, red wrong)")
+    return _save(fig, path)
+
+
+@_styled
+def plot_misclassified(images, y_true, probabilities, path, count: int = 24) -> Path:
+    """The most confident mistakes first: true label, prediction with confidence, and the runner-up."""
+    images, y_true, probabilities = np.asarray(images), np.asarray(y_true), np.asarray(probabilities)
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != y_true)
+    wrong = wrong[np.argsort(-probabilities[wrong].max(axis=1), kind="stable")][:count]
+    cols = 6
+    rows = max(math.ceil(count / cols), 1)
+    fig = _figure("misclassified")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax, i in zip(axes.flat, wrong):
+        ranked = np.argsort(-probabilities[i])
+        first, second = int(ranked[0]), int(ranked[1])
+        label = (f"true {int(y_true[i])} → pred {first} ({_percent(probabilities[i, first])})\n"
+                 f"runner-up {second} ({_percent(probabilities[i, second])})")
+        _digit(ax, images[i], label, RED, fontsize=9)
+    _hide_unused(axes, len(wrong))
+    if len(wrong) == 0:
+        axes.flat[0].set_visible(True)
+        axes.flat[0].axis("off")
+        axes.flat[0].text(0, 0.5, "no misclassified examples", fontsize=14)
+    total = int((predicted != y_true).sum())
+    fig.suptitle(f"Misclassified test digits: the {len(wrong)} most confident of {total} errors")
+    return _save(fig, path)
+
+
+@_styled
+def plot_confidence_histogram(y_true, probabilities, path) -> Path:
+    """Top-class confidence for correct vs wrong predictions (log counts: correct ones outnumber errors 100:1)."""
+    y_true, probabilities = np.asarray(y_true), np.asarray(probabilities)
+    confidence, correct = probabilities.max(axis=1), probabilities.argmax(axis=1) == y_true
+    bins = np.linspace(0.1, 1.0, 37)
+    fig = _figure("confidence_histogram")
+    ax = fig.subplots()
+    ax.hist(confidence[correct], bins=bins, color=GREEN, alpha=0.75,
+            label=f"correct (n={correct.sum():,}, median {np.median(confidence[correct]) if correct.any() else 0:.1%})")
+    if (~correct).any():
+        ax.hist(confidence[~correct], bins=bins, color=RED, alpha=0.75,
+                label=f"wrong (n={(~correct).sum():,}, median {np.median(confidence[~correct]):.1%})")
+    ax.set_yscale("log")
+    ax.set_xlim(0.1, 1.0)
+    ax.set_xlabel("confidence of the predicted digit (top softmax probability)")
+    ax.set_ylabel("predictions (log scale)")
+    ax.set_title("Confidence: correct vs wrong predictions")
+    ax.legend(loc="upper left")
+    ax.grid(axis="y")
+    ax.set_axisbelow(True)
+    return _save(fig, path)
+
+
+def calibration_bins(y_true, probabilities, bins: int = 10) -> dict:
+    """Per confidence bin: mean confidence, accuracy and count; plus the expected calibration error (ECE)."""
+    y_true, probabilities = np.asarray(y_true), np.asarray(probabilities)
+    confidence, correct = probabilities.max(axis=1), probabilities.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    count = np.bincount(which, minlength=bins)
+    mean_conf = np.bincount(which, weights=confidence, minlength=bins) / np.maximum(count, 1)
+    accuracy = np.bincount(which, weights=correct.astype(float), minlength=bins) / np.maximum(count, 1)
+    ece = float(np.sum(count * np.abs(accuracy - mean_conf)) / max(count.sum(), 1))
+    return {"edges": edges, "count": count, "confidence": mean_conf, "accuracy": accuracy, "ece": ece}
+
+
+@_styled
+def plot_reliability(y_true, probabilities, path, bins: int = 10) -> Path:
+    """Reliability diagram: accuracy vs confidence per bin (the diagonal is perfect calibration), counts below."""
+    stats = calibration_bins(y_true, probabilities, bins)
+    edges, count = stats["edges"], stats["count"]
+    centers, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
+    used = count > 0
+    fig = _figure("reliability")
+    ax, ax_count = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    ax.plot([0, 1], [0, 1], color=GREY, linestyle="--", linewidth=1, label="perfect calibration")
+    ax.bar(centers[used], stats["accuracy"][used], width=width * 0.92, color=BLUE, alpha=0.85, label="accuracy in bin")
+    ax.plot(stats["confidence"][used], stats["accuracy"][used], color=ORANGE, marker="o", linewidth=1.2,
+            label="accuracy at the bin's mean confidence")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Reliability diagram (ECE {stats['ece']:.2%})")
+    ax.legend(loc="upper left")
+    ax.grid(True)
+    ax.set_axisbelow(True)
+    ax_count.bar(centers[used], count[used], width=width * 0.92, color=GREY)
+    ax_count.set_yscale("log")
+    ax_count.set_ylabel("predictions")
+    ax_count.set_xlabel("confidence of the predicted digit")
+    ax_count.grid(axis="y")
+    ax_count.set_axisbelow(True)
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------- the model itself
+
+@_styled
+def plot_first_layer(model, path, image=None, max_units: int = 16) -> Path:
+    """What the first learned layer looks for.
+
+    For a CNN: each first-layer kernel (red positive, blue negative weights) above the map it produces
+    for ``image`` (one digit, 28x28), so the reader sees which strokes and edges each filter picks up.
+    For an MLP: the 28x28 input weights of the first hidden units, which look like stroke templates.
+    """
+    import torch
+
+    layer = next((m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))), None)
+    if layer is None:
+        raise ConfigError("the model has no convolution or linear layer to show")
+    weights = layer.weight.detach().float().cpu().numpy()
+    count = min(max_units, weights.shape[0])
+    fig = _figure("first_layer")
+    if isinstance(layer, torch.nn.Conv2d) and image is not None:
+        _conv_kernels_and_maps(fig, model, layer, weights[:count, 0], image)
+        kind = f"{weights.shape[2]}x{weights.shape[3]} convolution kernels and their response to one digit"
+    else:
+        kernels = weights[:count, 0] if weights.ndim == 4 else weights[:count].reshape(-1, 28, 28)
+        kind = ("convolution kernels" if weights.ndim == 4 else "hidden units' 28x28 input weights")
+        axes = fig.subplots(math.ceil(count / 8), 8, squeeze=False)
+        for k, (ax, kernel) in enumerate(zip(axes.flat, kernels)):
+            _weights_image(ax, kernel, f"#{k}")
+        _hide_unused(axes, count)
+    fig.suptitle(f"First layer: {count} of {weights.shape[0]} {kind}", fontsize=12)
+    return _save(fig, path)
+
+
+def _conv_kernels_and_maps(fig, model, layer, kernels, image) -> None:
+    import torch
+
+    from .inference import to_model_input
+
+    responses = {}
+    handle = layer.register_forward_hook(lambda module, inputs, output: responses.setdefault("maps", output))
+    try:
+        device = next(model.parameters()).device
+        with torch.inference_mode():
+            model.eval()(to_model_input(np.asarray(image)[None]).to(device))
+    finally:
+        handle.remove()
+    maps = responses["maps"][0, : len(kernels)].float().cpu().numpy()
+    cols = 8
+    grid = fig.add_gridspec(2 * math.ceil(len(kernels) / cols), cols + 1, width_ratios=[1.3] + [1] * cols)
+    ax_digit = fig.add_subplot(grid[:, 0])
+    _digit(ax_digit, image, "input digit", fontsize=9)
+    for k, (kernel, response) in enumerate(zip(kernels, maps)):
+        row, col = divmod(k, cols)
+        _weights_image(fig.add_subplot(grid[2 * row, col + 1]), kernel, f"kernel {k}")
+        ax = fig.add_subplot(grid[2 * row + 1, col + 1])
+        limit = np.abs(response).max() or 1.0
+        ax.imshow(response, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        ax.set_title("response", fontsize=7, fontweight="normal", color=GREY)
+
+
+def _weights_image(ax, kernel, title: str) -> None:
+    limit = np.abs(kernel).max() or 1.0
+    ax.imshow(kernel, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(title, fontsize=8, fontweight="normal")
+
+
+# ---------------------------------------------------------------- images from outside MNIST
+
+@_styled
+def plot_custom_predictions(predictions, path, originals=None) -> Path:
+    """One row per image: the original file, the 28x28 the model saw, and the ten probabilities.
+
+    ``predictions`` are ``predict.Prediction`` objects (``.digit .confidence .probabilities .image`` and,
+    when known, ``.path``); ``originals`` optionally gives the original pictures (paths, PIL images or arrays)
+    in the same order, else each prediction's ``.path`` is opened.
+    """
+    predictions = list(predictions)
+    if not predictions:
+        raise ConfigError("no predictions to plot")
+    originals = list(originals) if originals is not None else [getattr(p, "path", None) for p in predictions]
+    fig = _figure("custom_predictions", (CUSTOM_WIDTH, CUSTOM_ROW_HEIGHT * len(predictions)))
+    axes = fig.subplots(len(predictions), 3, squeeze=False, width_ratios=[1, 1, 2.6])
+    for row, (prediction, original) in zip(axes, zip(predictions, originals)):
+        _custom_row(row, prediction, original)
+    fig.suptitle("Custom images: original, what the model saw, probabilities")
+    return _save(fig, path)
+
+
+def _custom_row(axes, prediction, original) -> None:
+    ax_orig, ax_seen, ax_bars = axes
+    picture, name = _open_original(original)
+    ax_orig.imshow(picture, cmap="gray" if picture.ndim == 2 else None, interpolation="lanczos")
+    ax_orig.set_xticks([])
+    ax_orig.set_yticks([])
+    ax_orig.set_title(_shorten(name), fontsize=9, fontweight="normal")
+    seen = getattr(prediction, "image", None)
+    if seen is not None:
+        _digit(ax_seen, np.asarray(seen), "model input 28x28", fontsize=9)
+    else:
+        ax_seen.axis("off")
+    probabilities = getattr(prediction, "probabilities", None)
+    probabilities = np.zeros(10) if probabilities is None else np.asarray(probabilities, dtype=float)
+    digit = getattr(prediction, "digit", None)
+    colors = [GREEN if digit is not None and d == digit else BLUE for d in DIGITS]
+    bars = ax_bars.bar(DIGITS, probabilities, color=colors, width=0.7)
+    ax_bars.bar_label(bars, labels=[f"{p:.0%}" if p >= 0.01 else "" for p in probabilities], padding=1, fontsize=8)
+    ax_bars.set_ylim(0, 1.15)
+    ax_bars.set_xticks(DIGITS)
+    ax_bars.set_xlabel("digit")
+    ax_bars.set_ylabel("probability")
+    error = getattr(prediction, "error", None)
+    if error:
+        verdict, color = f"error: {_shorten(str(error), 60)}", RED
+    elif digit is None:
+        verdict, color = "no digit recognised", RED
+    else:
+        verdict, color = f"predicted {digit} ({getattr(prediction, 'confidence', 0.0):.1%})", GREEN
+    ax_bars.set_title(verdict, color=color, fontsize=11)
+
+
+def _open_original(original) -> tuple[np.ndarray, str]:
+    """A picture to show, and its name; a file that cannot be opened becomes a grey square."""
+    from PIL import Image, ImageOps
+
+    if original is None:
+        return np.full((28, 28), 200, np.uint8), "(no original)"
+    if isinstance(original, np.ndarray):
+        return original, "(array)"
+    if isinstance(original, Image.Image):
+        return np.asarray(ImageOps.exif_transpose(original).convert("RGB")), "(image)"
+    try:
+        with Image.open(original) as im:
+            im = ImageOps.exif_transpose(im)
+            im.thumbnail((400, 400))
+            return np.asarray(im.convert("RGB")), Path(original).name
+    except (OSError, ValueError):
+        return np.full((28, 28), 200, np.uint8), Path(str(original)).name
+
+
+def _percent(p: float) -> str:
+    return "<1%" if p < 0.005 else f"{p:.0%}"
+
+
+def _shorten(text: str, limit: int = 32) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
