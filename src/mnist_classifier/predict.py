@@ -1,0 +1,293 @@
+"""Files, folders, bytes and arrays -> digit predictions; multi-digit numbers; "no digit".
+
+    predictor = Predictor()                       # the shipped model, loaded once
+    predictor.predict("photo.jpg")                # -> Prediction(digit=7, confidence=0.998, ...)
+    predictor.predict_many(collect_images(["scans/"], recursive=True), progress=True)
+    predictor.read_number("cheque.png").number    # -> "2026"
+
+A Predictor holds no mutable state while predicting, so one instance can serve several threads.
+Batches are decoded in parallel worker processes (decoding and normalizing is per-image Python, which
+threads would serialize on the GIL), then the model sees large batches.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ImageError
+from .inference import resolve_device, to_model_input
+from .persist import LoadedModel, load_model, pretrained_path
+from .preprocess import IMAGE_EXTENSIONS, _first_line, decode_image_scaled, prepare_batch, source_name
+
+DEFAULT_THRESHOLD = 0.6   # below this confidence an answer is flagged uncertain (still returned)
+DEFAULT_TOP_K = 3
+CHUNK = 256               # images per worker task: big enough to amortize inter-process traffic
+PARALLEL_MIN = 64         # fewer images than this are decoded in-process (a pool costs ~0.1 s to start)
+MODEL_BATCH = 1024        # images per forward pass
+NO_PROBABILITIES = [0.0] * 10  # rows without a classification keep the 10-float shape of the contract
+
+
+@dataclass
+class Prediction:
+    """One input's answer. ``digit`` is None when there is no digit (``reason``) or the input is bad (``error``)."""
+
+    path: str | None
+    digit: int | None = None
+    confidence: float = 0.0
+    probabilities: list[float] = field(default_factory=lambda: list(NO_PROBABILITIES))
+    top_k: list[tuple[int, float]] = field(default_factory=list)
+    error: str | None = None
+    reason: str | None = None
+    uncertain: bool = False
+    image: np.ndarray | None = None  # the (28, 28) float array the model saw
+
+    def to_dict(self, include_image: bool = False) -> dict:
+        """One ``predict --json`` row (and one REST answer)."""
+        row = {
+            "path": self.path,
+            "digit": self.digit,
+            "confidence": round(float(self.confidence), 6),
+            "probabilities": [round(float(p), 6) for p in self.probabilities],
+            "top_k": [{"digit": int(d), "probability": round(float(p), 6)} for d, p in self.top_k],
+            "uncertain": bool(self.uncertain),
+            "reason": self.reason,
+            "error": self.error,
+        }
+        if include_image:
+            row["image"] = None if self.image is None else np.round(self.image.astype(float), 3).tolist()
+        return row
+
+
+@dataclass
+class DigitRead:
+    """One digit of a number: what it is, how sure, and where (x0, y0, x1, y1) in the decoded image."""
+
+    digit: int
+    confidence: float
+    box: tuple[int, int, int, int]
+    probabilities: list[float]
+    image: np.ndarray | None = None
+
+    def to_dict(self) -> dict:
+        return {"digit": self.digit, "confidence": round(float(self.confidence), 6), "box": list(self.box),
+                "probabilities": [round(float(p), 6) for p in self.probabilities]}
+
+
+@dataclass
+class NumberPrediction:
+    """A number read from one image. ``confidence`` is the product of the digits' (the whole string right)."""
+
+    path: str | None
+    number: str | None = None
+    digits: list[DigitRead] = field(default_factory=list)
+    error: str | None = None
+    reason: str | None = None
+    uncertain: bool = False
+    size: tuple[int, int] | None = None  # (width, height) of the image the boxes refer to
+
+    @property
+    def confidence(self) -> float:
+        return float(np.prod([d.confidence for d in self.digits])) if self.digits else 0.0
+
+    @property
+    def boxes(self) -> list[tuple[int, int, int, int]]:
+        return [d.box for d in self.digits]
+
+    def to_dict(self) -> dict:
+        """A ``predict --number --json`` row: the single-digit fields plus ``number`` and ``digits``."""
+        single = self.digits[0] if len(self.digits) == 1 else None
+        return {
+            "path": self.path,
+            "number": self.number,
+            "digit": single.digit if single else None,
+            "confidence": round(self.confidence, 6),
+            "probabilities": [round(float(p), 6) for p in single.probabilities] if single else list(NO_PROBABILITIES),
+            "digits": [d.to_dict() for d in self.digits],
+            "size": list(self.size) if self.size else None,
+            "uncertain": bool(self.uncertain),
+            "reason": self.reason,
+            "error": self.error,
+        }
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+def collect_images(paths, recursive: bool = False, extensions=IMAGE_EXTENSIONS) -> list[str]:
+    """Expand files, directories and glob patterns to a sorted, de-duplicated list of paths.
+
+    Files named explicitly are always kept (a bad one becomes an error row, not a silent skip); inside
+    directories only names with one of ``extensions`` (case-insensitive) are taken. A path that does
+    not exist and matches no glob is kept too, so that it is reported as "file not found".
+    """
+    suffixes = {"." + e.lower().lstrip(".") for e in extensions}
+    found: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found += _list_directory(path, suffixes, recursive)
+        elif path.exists() or not glob.has_magic(str(raw)):
+            found.append(str(raw))
+        else:
+            for match in sorted(glob.glob(str(raw), recursive=recursive)):
+                if Path(match).is_dir():
+                    found += _list_directory(Path(match), suffixes, recursive)
+                else:
+                    found.append(match)
+    return list(dict.fromkeys(found))
+
+
+def _list_directory(folder: Path, suffixes: set[str], recursive: bool) -> list[str]:
+    if recursive:
+        entries = [p for p in folder.rglob("*") if p.suffix.lower() in suffixes and not p.is_dir()]
+    else:
+        # A directory called "x.jpg" is listed so that it is reported, not silently skipped.
+        entries = [p for p in folder.iterdir() if p.suffix.lower() in suffixes]
+    return [str(p) for p in sorted(entries)]
+
+
+# ---------------------------------------------------------------------------------------------- predictor
+
+class Predictor:
+    """A loaded model plus the image pipeline. Thread-safe: nothing mutable is shared between calls."""
+
+    def __init__(self, model=None, device: str = "auto", threshold: float = DEFAULT_THRESHOLD,
+                 workers: int | None = None, top_k: int = DEFAULT_TOP_K):
+        if isinstance(model, LoadedModel):
+            loaded = model
+        else:
+            loaded = load_model(model or pretrained_path(), device=resolve_device(device))
+        self.model = loaded.model.eval()
+        self.metadata: dict = loaded.metadata
+        self.model_path = str(loaded.path)
+        self.device = next(self.model.parameters()).device
+        self.threshold = float(threshold)
+        self.workers = workers or os.cpu_count() or 1
+        self.top_k = max(1, min(10, int(top_k)))
+
+    # -------------------------------------------------------------- model
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """(N, 28, 28) normalized images -> (N, 10) float32 probabilities, in large batches."""
+        if len(images) == 0:
+            return np.zeros((0, 10), dtype=np.float32)
+        x = to_model_input(images)
+        outputs = []
+        with torch.inference_mode():
+            for start in range(0, len(x), MODEL_BATCH):
+                batch = x[start:start + MODEL_BATCH].to(self.device)
+                logits = self.model(batch.contiguous(memory_format=torch.channels_last))
+                outputs.append(torch.softmax(logits.float(), dim=1).cpu())
+        return torch.cat(outputs).numpy()
+
+    def _answer(self, name, image, reason, error, probs) -> Prediction:
+        if error is not None or image is None:
+            return Prediction(path=name, error=error, reason=None if error else reason)
+        order = np.argsort(probs)[::-1][: self.top_k]
+        digit, confidence = int(order[0]), float(probs[order[0]])
+        return Prediction(path=name, digit=digit, confidence=confidence, probabilities=probs.tolist(),
+                          top_k=[(int(d), float(probs[d])) for d in order],
+                          uncertain=confidence < self.threshold, image=image)
+
+    def _classify(self, names, prepared) -> list[Prediction]:
+        ready = [i for i, (image, _, _) in enumerate(prepared) if image is not None]
+        probs = self.probabilities(np.stack([prepared[i][0] for i in ready])) if ready else None
+        by_index = {i: probs[k] for k, i in enumerate(ready)}
+        return [self._answer(name, *prepared[i], by_index.get(i)) for i, name in enumerate(names)]
+
+    # -------------------------------------------------------------- public
+
+    def predict(self, source, name: str | None = None) -> Prediction:
+        """One input (path, bytes, PIL image or numpy array). Bad input -> ``error``; never raises for it."""
+        label = source_name(source, name)
+        return self._classify([label], prepare_batch([source], [label]))[0]
+
+    def predict_many(self, sources, progress: bool = False, names=None) -> list[Prediction]:
+        """Many inputs, in order. Decoding runs on all cores; a bad input costs only its own row."""
+        sources = list(sources)
+        labels = [source_name(s, n) for s, n in zip(sources, names or [None] * len(sources))]
+        prepared = self._prepare(sources, labels, progress)
+        results = []
+        for start in range(0, len(sources), MODEL_BATCH * 8):
+            stop = start + MODEL_BATCH * 8
+            results += self._classify(labels[start:stop], prepared[start:stop])
+        return results
+
+    def read_number(self, source, name: str | None = None) -> NumberPrediction:
+        """Read a multi-digit number written on one line. Bad input -> ``error``; never raises for it."""
+        from .segment import segment_digits
+
+        label = source_name(source, name)
+        try:
+            gray, scale = decode_image_scaled(source, label, max_side=NUMBER_WORK_SIDE)
+        except ImageError as exc:
+            return NumberPrediction(path=label, error=str(exc))
+        except Exception as exc:
+            return NumberPrediction(path=label, error=f"{label}: cannot read image ({_first_line(exc)})")
+        segments, reason = segment_digits(gray)
+        size = (gray.shape[1], gray.shape[0])
+        if reason or not segments:
+            return NumberPrediction(path=label, reason=reason or "no digit found", size=_scaled(size, scale))
+        probs = self.probabilities(np.stack([s.image for s in segments]))
+        digits = [DigitRead(int(p.argmax()), float(p.max()), _scaled(s.box, scale), p.tolist(), s.image)
+                  for s, p in zip(segments, probs)]
+        return NumberPrediction(path=label, number="".join(str(d.digit) for d in digits), digits=digits,
+                                uncertain=any(d.confidence < self.threshold for d in digits),
+                                size=_scaled(size, scale))
+
+    def read_numbers(self, sources, progress: bool = False) -> list[NumberPrediction]:
+        sources = list(sources)
+        return [self.read_number(s) for s in _progress(sources, progress, "numbers")]
+
+    # -------------------------------------------------------------- decoding in parallel
+
+    def _prepare(self, sources, labels, progress):
+        if len(sources) < PARALLEL_MIN or self.workers < 2:
+            chunks = [(sources[i:i + CHUNK], labels[i:i + CHUNK]) for i in range(0, len(sources), CHUNK)]
+            out = []
+            for chunk in _progress(chunks, progress and len(chunks) > 1, "images", CHUNK):
+                out += prepare_batch(*chunk)
+            return out
+        size = max(16, min(CHUNK, -(-len(sources) // (self.workers * 4))))
+        chunks = [(sources[i:i + size], labels[i:i + size]) for i in range(0, len(sources), size)]
+        out = []
+        with ProcessPoolExecutor(max_workers=self.workers, mp_context=_pool_context()) as pool:
+            results = pool.map(_prepare_chunk, chunks)
+            for part in _progress(results, progress, "images", size, total=len(chunks)):
+                out += part
+        return out
+
+
+NUMBER_WORK_SIDE = 640  # numbers are wide: keep more pixels than for one digit
+
+
+def _prepare_chunk(chunk):
+    return prepare_batch(*chunk)
+
+
+def _pool_context():
+    import multiprocessing
+
+    # fork starts workers in milliseconds; they only decode images (no torch), so forking a process
+    # that has torch threads is safe here.
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def _progress(items, enabled: bool, unit: str, per_item: int = 1, total: int | None = None):
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, total=total, unit="chunk" if per_item > 1 else unit, desc=f"reading {unit}",
+                leave=False)
+
+
+def _scaled(box, scale: float):
+    return tuple(int(round(v * scale)) for v in box)

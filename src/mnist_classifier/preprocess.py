@@ -1,0 +1,477 @@
+"""Any image -> the 28x28 float array the models expect, the way MNIST itself was made.
+
+MNIST digits are light ink (1.0) on a dark background (0.0), scaled so the digit's longer side is 20
+pixels (anti-aliased), and placed in a 28x28 field so that the centre of mass sits at the centre. A model
+trained on them fails on a phone photo of dark ink on grey paper unless the photo is brought to exactly
+that form first. This module is the one place that decides how:
+
+    decode_image(source)  -> grayscale float32 (H, W), 0 = black .. 1 = white   (Pillow does the decoding)
+    ink_map(gray)         -> InkMap: ink 0..1 on a 0 background, specks removed, or a reason there is none
+    fit_to_mnist(ink)     -> (28, 28) float32: crop, fit 20x20 keeping aspect ratio, centre by mass
+    normalize_digit(gray) -> the two above in one call: THE normalization
+    preprocess_image(src) -> decode + normalize
+
+Nothing here imports torch, so worker processes that decode images in parallel start quickly.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from scipy import ndimage
+
+from .errors import ImageError
+
+MNIST_SIDE = 28      # the model's input field
+DIGIT_BOX = 20       # MNIST scaled each digit so its longer side is 20 px ...
+MNIST_CENTRE = 14.0  # ... and put its centre of mass here (measured on the test set: 14.0 +- 0.5 on both axes)
+WORK_SIDE = 320      # larger images are reduced to about this size first: plenty for a 20 px digit, and fast
+DRAFT_SIDE = 200     # JPEGs are decoded at 1/2, 1/4 or 1/8 scale (draft mode) while the short side stays above this
+MIN_SIDE = 8         # anything smaller cannot hold a readable digit
+MIN_CONTRAST = 0.08  # ink must differ from the paper by 8% of its brightness, else the page is blank
+MIN_COHERENCE = 0.3  # neighbouring pixels of real strokes are correlated; noise is not
+SPECK_FRACTION = 0.05  # ink blobs lighter than 5% of the largest blob's ink are dust, not strokes
+
+IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "bmp", "tif", "tiff", "gif", "webp")
+
+# A truncated file is an error for us, never a silently half-grey digit.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+
+def source_name(source, name: str | None = None) -> str:
+    """How an input is called in messages: the given name, else the path, else its kind."""
+    if name:
+        return str(name)
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "<bytes>"
+    if isinstance(source, Image.Image):
+        return getattr(source, "filename", "") or "<image>"
+    return "<array>"
+
+
+def decode_image(source, name: str | None = None, max_side: int = WORK_SIDE) -> np.ndarray:
+    """Decode a path, bytes, PIL image or numpy array to grayscale float32 (H, W) in [0, 1] (1 = white)."""
+    return decode_image_scaled(source, name, max_side)[0]
+
+
+def decode_image_scaled(source, name: str | None = None, max_side: int = WORK_SIDE) -> tuple[np.ndarray, float]:
+    """Decode; also return how many original pixels one decoded pixel spans (for boxes in numbers).
+
+    Decode a path, bytes, PIL image or numpy array to grayscale float32 (H, W) in [0, 1] (1 = white).
+
+    EXIF orientation is applied, transparency is composited onto a background that keeps the strokes
+    visible, and images larger than ``max_side`` are reduced (area-averaged) so later steps stay fast.
+    Raises ImageError with one line naming the input for anything that is not a usable image.
+    """
+    label = source_name(source, name)
+    if isinstance(source, np.ndarray):
+        gray = _array_to_gray(source, label)
+        return _reduce_scaled(gray, max_side, gray.shape[1])
+    if isinstance(source, Image.Image):
+        gray = _pil_to_gray(source, label)
+        return _reduce_scaled(gray, max_side, gray.shape[1])
+    try:
+        with _open(source, label) as img:
+            _check_image(img, label)
+            full_width = img.size[0]
+            if img.format == "JPEG":
+                # Decoding a 1000x1000 JPEG at 1/4 scale skips most of the inverse DCT work.
+                img.draft(img.mode if img.mode in ("L", "RGB") else None, (DRAFT_SIDE, DRAFT_SIDE))
+            draft_ratio = full_width / img.size[0]
+            img = ImageOps.exif_transpose(img)
+            gray = _pil_to_gray(img, label)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{label}: image too large ({_first_line(exc)})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"{label}: truncated or corrupt image data ({_first_line(exc)})") from None
+    return _reduce_scaled(gray, max_side, gray.shape[1] * draft_ratio)
+
+
+def _reduce_scaled(gray: np.ndarray, max_side: int, original_width: int) -> tuple[np.ndarray, float]:
+    reduced = _reduce(gray, max_side)
+    return reduced, original_width / reduced.shape[1]
+
+
+def _open(source, label: str) -> Image.Image:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageError(f"{label}: empty input (0 bytes)")
+        fh = io.BytesIO(bytes(source))
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            raise ImageError(f"{label}: is a directory, not an image")
+        if not path.exists():
+            raise ImageError(f"{label}: file not found")
+        try:
+            if path.stat().st_size == 0:
+                raise ImageError(f"{label}: empty file (0 bytes)")
+            fh = open(path, "rb")
+        except PermissionError:
+            raise ImageError(f"{label}: cannot read file (permission denied)") from None
+        except ImageError:
+            raise
+        except OSError as exc:
+            raise ImageError(f"{label}: cannot read file ({_first_line(exc)})") from None
+    else:
+        raise ImageError(f"{label}: unsupported input type {type(source).__name__} "
+                         "(expected a path, bytes, a PIL image or a numpy array)")
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between 1x and 2x its pixel limit; we refuse all of it (_check_image).
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(fh)
+    except UnidentifiedImageError:
+        fh.close()
+        raise ImageError(f"{label}: not an image (unrecognised file format)") from None
+    except Image.DecompressionBombError as exc:
+        fh.close()
+        raise ImageError(f"{label}: image too large ({_first_line(exc)})") from None
+    except BaseException:
+        fh.close()
+        raise
+
+
+def _check_image(img: Image.Image, label: str) -> None:
+    width, height = img.size
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and width * height > limit:
+        raise ImageError(f"{label}: image too large ({width}x{height} = {width * height} pixels is over "
+                         f"Pillow's decompression-bomb limit of {limit})")
+    if getattr(img, "is_animated", False) and img.format in ("GIF", "PNG", "WEBP"):
+        raise ImageError(f"{label}: animated image with {img.n_frames} frames (save one frame as a still image)")
+
+
+def _pil_to_gray(img: Image.Image, label: str) -> np.ndarray:
+    """Any Pillow mode -> float32 gray in [0, 1]. First page/frame only (TIFF pages, GIF frames)."""
+    width, height = img.size
+    if min(width, height) < MIN_SIDE:
+        raise ImageError(f"{label}: image too small ({width}x{height} pixels; a digit needs at least "
+                         f"{MIN_SIDE}x{MIN_SIDE})")
+    mode = img.mode
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif mode in ("RGBa", "La"):
+        img = img.convert("RGBA")
+    elif mode == "CMYK":
+        img = img.convert("RGB")
+    elif mode == "1":
+        img = img.convert("L")
+    elif mode == "PA":
+        img = img.convert("RGBA")
+    elif mode in ("YCbCr", "LAB", "HSV"):
+        img = img.convert("RGB")
+    elif mode == "RGBX":
+        img = img.convert("RGB")
+    return _array_to_gray(np.asarray(img), label)
+
+
+def _array_to_gray(array: np.ndarray, label: str) -> np.ndarray:
+    """(H, W), (H, W, 1|2|3|4) arrays of bool, ints or floats -> float32 gray in [0, 1]."""
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[2] not in (1, 2, 3, 4):
+        a = np.moveaxis(a, 0, -1)  # channels-first arrays, as torch keeps them
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (2, 3, 4)):
+        raise ImageError(f"{label}: unsupported array shape {a.shape} (expected HxW, HxWx3 or HxWx4)")
+    if min(a.shape[:2]) < MIN_SIDE:
+        raise ImageError(f"{label}: image too small ({a.shape[1]}x{a.shape[0]} pixels; a digit needs at "
+                         f"least {MIN_SIDE}x{MIN_SIDE})")
+    values = _to_unit_float(a, label)
+    if values.ndim == 2:
+        return values
+    if values.shape[2] in (2, 4):
+        return _composite(values[..., :-1], values[..., -1], label)
+    return _luminance(values)
+
+
+def _to_unit_float(a: np.ndarray, label: str) -> np.ndarray:
+    if a.dtype == np.bool_:
+        return a.astype(np.float32)
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) * np.float32(1 / 255)
+    if a.dtype == np.uint16 or a.dtype.str in ("<u2", ">u2"):
+        return a.astype(np.float32) * np.float32(1 / 65535)
+    if np.issubdtype(a.dtype, np.integer):
+        # Pillow's mode "I" holds 16-bit PNGs as int32; other integer arrays are 8-bit if they fit.
+        top = 255.0 if a.max(initial=0) <= 255 else 65535.0
+        return np.clip(a.astype(np.float32) / np.float32(top), 0.0, 1.0)
+    if np.issubdtype(a.dtype, np.floating):
+        values = a.astype(np.float32)
+        if not np.isfinite(values).all():
+            raise ImageError(f"{label}: image array contains NaN or infinite values")
+        if values.max(initial=0.0) > 1.0:
+            values = values / np.float32(255.0 if values.max() <= 255.0 else values.max())
+        return np.clip(values, 0.0, 1.0)
+    raise ImageError(f"{label}: unsupported pixel type {a.dtype}")
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    # ITU-R 601 weights, as Pillow's convert("L") uses.
+    return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def _composite(color: np.ndarray, alpha: np.ndarray, label: str) -> np.ndarray:
+    """Flatten transparency onto white or black, whichever the strokes stand out against.
+
+    A black digit drawn on a transparent canvas has black (or arbitrary) colour everywhere and the digit
+    only in alpha; compositing onto white keeps it, compositing a white digit onto white would erase it.
+    """
+    gray = color[..., 0] if color.shape[2] == 1 else _luminance(color)
+    total = float(alpha.sum())
+    if total <= 1e-6 * alpha.size:
+        raise ImageError(f"{label}: fully transparent image (nothing visible to read)")
+    stroke_level = float((gray * alpha).sum()) / total
+    background = 1.0 if stroke_level < 0.5 else 0.0
+    return gray * alpha + np.float32(background) * (1.0 - alpha)
+
+
+def _reduce(gray: np.ndarray, max_side: int) -> np.ndarray:
+    """Area-average big images down to about ``max_side`` (integer factor: exact and fast)."""
+    factor = max(gray.shape) // max_side
+    if factor < 2:
+        return np.ascontiguousarray(gray, dtype=np.float32)
+    h, w = (gray.shape[0] // factor) * factor, (gray.shape[1] // factor) * factor
+    return gray[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3), dtype=np.float32)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------------- ink
+
+@dataclass
+class InkMap:
+    """Ink strength 0..1 on a 0 background at the decoded image's resolution, specks removed.
+
+    ``reason`` says why there is no digit (then ``ink`` is all zero); ``labels``/``kept`` are the connected
+    ink blobs that survived, for number segmentation.
+    """
+
+    ink: np.ndarray
+    reason: str | None = None
+    labels: np.ndarray | None = None
+    kept: np.ndarray | None = None  # label ids of the blobs that are strokes, not specks
+    dark_ink: bool = True
+
+    @property
+    def bbox(self) -> tuple[int, int, int, int] | None:
+        """(x0, y0, x1, y1) of the ink, end-exclusive; None when there is none."""
+        rows = np.flatnonzero(self.ink.any(axis=1))
+        if rows.size == 0:
+            return None
+        cols = np.flatnonzero(self.ink.any(axis=0))
+        return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def ink_map(gray: np.ndarray) -> InkMap:
+    """Find the ink: background and polarity, lighting-independent contrast, specks removed.
+
+    1. Polarity: the background is the bulk of the pixels (the median); ink is the tail that reaches
+       further from it - below it for pen on paper, above it for chalk or a drawing canvas.
+    2. Background: a uniform border means a clean scan or drawing and one background level; otherwise a
+       smooth local background (a high percentile over a window wider than a stroke) absorbs uneven
+       lighting and shadows, and ink is measured relative to it (1 - pixel / paper).
+    3. Contrast: the paper's own texture and JPEG noise (median + 4 robust deviations) map to 0, the typical
+       stroke (upper class of an Otsu split) maps to 1; an MNIST digit passes through unchanged.
+    4. Specks: connected blobs with little ink compared with the largest are dropped.
+    """
+    g = np.asarray(gray, dtype=np.float32)
+    if float(g.max() - g.min()) < 2 / 255:
+        return _no_ink(g, "uniform image (a single colour, no ink)")
+    small = _downsample_for_stats(g)
+    dark_ink = _is_dark_ink(small)
+    if dark_ink:
+        g, small = 1.0 - g, 1.0 - small  # from here on: ink is bright on a dark background
+    background = _background(g, small)
+    ink = np.clip(g - background, 0.0, None)
+    if dark_ink:
+        # Reflected light: the same pen is darker in brighter light, so relate ink to the paper's brightness.
+        paper = 1.0 - background
+        ink = np.where(paper > 0.05, ink / np.maximum(paper, 0.05), ink)
+    ink_m = InkMap(ink, dark_ink=dark_ink)
+    return _normalize_contrast(ink_m)
+
+
+def _no_ink(g: np.ndarray, reason: str) -> InkMap:
+    return InkMap(np.zeros_like(g, dtype=np.float32), reason=reason)
+
+
+def _downsample_for_stats(g: np.ndarray, side: int = 64) -> np.ndarray:
+    factor = max(1, max(g.shape) // side)
+    return _reduce(g, max(g.shape) // factor) if factor > 1 else g
+
+
+def _is_dark_ink(small: np.ndarray) -> bool:
+    low, median, high = np.percentile(small, [1, 50, 99])
+    return bool((median - low) > (high - median))
+
+
+def _background(g: np.ndarray, small: np.ndarray) -> np.ndarray | np.float32:
+    """Background level(s) of bright-ink-on-dark ``g``: one number for clean images, a field for photos."""
+    border = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
+    low, mid, high = np.percentile(border, [10, 50, 90])
+    if high - low < 0.04 and abs(float(np.median(small)) - mid) < 0.04:
+        return np.float32(mid)
+    # Uneven: dark background with bright ink -> the background is a LOW percentile around each point.
+    window = max(3, min(small.shape) // 4)
+    field = ndimage.percentile_filter(small, 10, size=window, mode="nearest")
+    field = ndimage.uniform_filter(field, size=window, mode="nearest")
+    if field.shape == g.shape:
+        return field
+    img = Image.fromarray(field, mode="F").resize((g.shape[1], g.shape[0]), Image.BILINEAR)
+    return np.asarray(img, dtype=np.float32)
+
+
+def _otsu(values: np.ndarray) -> float:
+    """Otsu's threshold on values in [0, 1] (histogram-based, vectorized)."""
+    hist, edges = np.histogram(values, bins=64, range=(0.0, 1.0))
+    hist = hist.astype(np.float64)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centres)
+    mean0 = m0 / np.maximum(w0, 1)
+    mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
+    between = w0 * w1 * (mean0 - mean1) ** 2
+    return float(edges[int(np.argmax(between)) + 1])
+
+
+def _normalize_contrast(m: InkMap) -> InkMap:
+    ink = m.ink
+    sample = ink if ink.size <= 16384 else ink.ravel()[:: ink.size // 16384]
+    median = float(np.median(sample))
+    spread = 1.4826 * float(np.median(np.abs(sample - median)))
+    floor = median + 4.0 * spread
+    top = float(sample.max())
+    if top < MIN_CONTRAST:
+        return _no_ink(ink, "blank image (no ink darker or lighter than the background)")
+    threshold = _otsu(np.clip(ink, 0, 1))
+    strokes = ink[ink > max(threshold, floor)]
+    if strokes.size == 0:
+        return _no_ink(ink, "no digit: only noise, no strokes stand out from the background")
+    level = float(np.percentile(strokes, 90))
+    if level - floor < MIN_CONTRAST or floor > 0.5 * level:
+        return _no_ink(ink, "no digit: only noise, no strokes stand out from the background")
+    if level - median < MIN_CONTRAST:
+        return _no_ink(ink, "blank image (no ink darker or lighter than the background)")
+    norm = np.clip((ink - floor) / (level - floor), 0.0, 1.0)
+    if _coherence(norm) < MIN_COHERENCE:
+        return _no_ink(ink, "no digit: the image looks like noise, not pen strokes")
+    return _drop_specks(InkMap(norm, dark_ink=m.dark_ink))
+
+
+def _coherence(x: np.ndarray) -> float:
+    """Lag-1 autocorrelation: ~0 for pixel noise, 0.6-1 for strokes at any scale."""
+    d = x - x.mean()
+    var = float((d * d).sum())
+    if var <= 0:
+        return 0.0
+    horizontal = float((d[:, 1:] * d[:, :-1]).sum())
+    vertical = float((d[1:] * d[:-1]).sum())
+    return (horizontal + vertical) / (2 * var)
+
+
+def _drop_specks(m: InkMap) -> InkMap:
+    labels, count = ndimage.label(m.ink > 0, structure=np.ones((3, 3), dtype=bool))
+    if count == 0:
+        return _no_ink(m.ink, "blank image (no ink darker or lighter than the background)")
+    mass = np.bincount(labels.ravel(), weights=m.ink.ravel(), minlength=count + 1)[1:]
+    kept = np.flatnonzero(mass >= SPECK_FRACTION * mass.max()) + 1
+    if mass.max() < 0.3 * mass.sum() and kept.size > 12:
+        return _no_ink(m.ink, "no digit: ink is scattered dots, not strokes")
+    if kept.size < count:
+        keep = np.zeros(count + 1, dtype=bool)
+        keep[kept] = True
+        m.ink = np.where(keep[labels], m.ink, np.float32(0))
+    m.labels, m.kept = labels, kept
+    return m
+
+
+# ---------------------------------------------------------------------------------------------- fitting
+
+def fit_to_mnist(ink: np.ndarray, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Crop ink (0..1, 0 background) to its box, fit the longer side to 20 px, centre by mass in 28x28.
+
+    Ink already at MNIST scale (longer side 20 px) is not resampled at all, so MNIST digits come out
+    as they went in.
+    """
+    if box is None:
+        rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+        if rows.size == 0:
+            return np.zeros((MNIST_SIDE, MNIST_SIDE), dtype=np.float32)
+        box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+    x0, y0, x1, y1 = box
+    patch = ink[y0:y1, x0:x1]
+    height, width = patch.shape
+    scale = DIGIT_BOX / max(height, width)
+    new_w = max(1, min(DIGIT_BOX, round(width * scale)))
+    new_h = max(1, min(DIGIT_BOX, round(height * scale)))
+    if (new_h, new_w) != patch.shape:
+        # BOX (area averaging) anti-aliases when shrinking, as MNIST's normalization did; bilinear when enlarging.
+        resample = Image.BOX if scale < 1 else Image.BILINEAR
+        patch = np.asarray(Image.fromarray(np.ascontiguousarray(patch, dtype=np.float32), mode="F")
+                           .resize((new_w, new_h), resample), dtype=np.float32)
+        patch = np.clip(patch, 0.0, 1.0)
+    return _place_by_mass(patch)
+
+
+def _place_by_mass(patch: np.ndarray) -> np.ndarray:
+    height, width = patch.shape
+    total = float(patch.sum())
+    if total > 0:
+        cy = float(patch.sum(axis=1) @ np.arange(height, dtype=np.float32)) / total
+        cx = float(patch.sum(axis=0) @ np.arange(width, dtype=np.float32)) / total
+    else:
+        cy, cx = (height - 1) / 2, (width - 1) / 2
+    # Integer shift, as MNIST did; clamped so the whole digit stays inside the field.
+    top = int(np.clip(np.floor(MNIST_CENTRE - cy + 0.5), 0, MNIST_SIDE - height))
+    left = int(np.clip(np.floor(MNIST_CENTRE - cx + 0.5), 0, MNIST_SIDE - width))
+    out = np.zeros((MNIST_SIDE, MNIST_SIDE), dtype=np.float32)
+    out[top:top + height, left:left + width] = patch
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- one call
+
+def normalize_digit(gray: np.ndarray) -> tuple[np.ndarray | None, str | None]:
+    """THE normalization: grayscale image -> ((28, 28) float32 ink in [0, 1], None) or (None, reason)."""
+    m = ink_map(gray)
+    if m.reason:
+        return None, m.reason
+    return fit_to_mnist(m.ink), None
+
+
+def preprocess_image(source, name: str | None = None) -> tuple[np.ndarray | None, str | None]:
+    """Decode and normalize one input. Raises ImageError (one line, naming the input) if unreadable."""
+    return normalize_digit(decode_image(source, name))
+
+
+def prepare_batch(sources: list, names: list | None = None) -> list[tuple[np.ndarray | None, str | None, str | None]]:
+    """(image, reason, error) per input; never raises for a bad input. Runs in worker processes."""
+    names = names or [None] * len(sources)
+    out = []
+    for source, name in zip(sources, names):
+        try:
+            image, reason = preprocess_image(source, name)
+            out.append((image, reason, None))
+        except ImageError as exc:
+            out.append((None, None, str(exc)))
+        except Exception as exc:  # a decoder bug must cost one row, not the batch
+            out.append((None, None, f"{source_name(source, name)}: cannot read image ({_first_line(exc)})"))
+    return out

@@ -1,0 +1,135 @@
+"""Split a number written on one line into single digits, each normalized like an MNIST digit.
+
+The ink map (preprocess.ink_map: background, polarity, contrast and specks handled once, for the whole
+image) is cut into connected blobs; blobs stacked above each other are one digit in several strokes
+(a "5" whose bar did not touch, a broken "4"); a blob much wider than the digits' height is several
+touching digits, cut where the column of ink is thinnest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .preprocess import fit_to_mnist, ink_map
+
+MERGE_OVERLAP = 0.5      # blobs whose columns overlap by half the narrower one belong to one digit
+FRAGMENT_HEIGHT = 0.35   # a blob under 35% of the line's height is a piece of a neighbour, not a digit
+DIGIT_ASPECT = 0.8       # width / height of a wide handwritten digit; wider blobs hold several digits
+SPLIT_AT = 1.25          # only blobs wider than 1.25 digit widths are split
+
+
+@dataclass
+class Segment:
+    box: tuple[int, int, int, int]  # (x0, y0, x1, y1), end-exclusive, in the decoded image
+    image: np.ndarray               # (28, 28) normalized, ready for the model
+
+
+@dataclass
+class _Group:
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    labels: list[int]
+
+    @property
+    def width(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> int:
+        return self.y1 - self.y0
+
+    def absorb(self, other: "_Group") -> None:
+        self.x0, self.y0 = min(self.x0, other.x0), min(self.y0, other.y0)
+        self.x1, self.y1 = max(self.x1, other.x1), max(self.y1, other.y1)
+        self.labels += other.labels
+
+
+def segment_digits(gray: np.ndarray) -> tuple[list[Segment], str | None]:
+    """Grayscale image -> digits left to right, or ([], reason) when there is no ink to read."""
+    m = ink_map(gray)
+    if m.reason:
+        return [], m.reason
+    groups = _merge_stacked(_blobs(m.labels, m.kept))
+    groups = _absorb_fragments(groups)
+    line_height = float(np.median([g.height for g in groups]))
+    line_height = max(line_height, max(g.height for g in groups) * 0.8)
+    segments = []
+    for group in groups:
+        ink = np.where(np.isin(m.labels, group.labels), m.ink, np.float32(0))
+        for x0, x1 in _split_columns(ink, group, line_height):
+            part = np.zeros_like(ink)
+            part[group.y0:group.y1, x0:x1] = ink[group.y0:group.y1, x0:x1]
+            box = _tight_box(part)
+            if box is not None:
+                segments.append(Segment(box, fit_to_mnist(part, box)))
+    segments.sort(key=lambda s: (s.box[0] + s.box[2]) / 2)
+    return segments, None if segments else "no digit found"
+
+
+def _blobs(labels: np.ndarray, kept: np.ndarray) -> list[_Group]:
+    slices = ndimage.find_objects(labels)
+    groups = []
+    for label in kept:
+        rows, cols = slices[label - 1]
+        groups.append(_Group(cols.start, rows.start, cols.stop, rows.stop, [int(label)]))
+    return sorted(groups, key=lambda g: g.x0)
+
+
+def _overlap(a: _Group, b: _Group) -> float:
+    shared = min(a.x1, b.x1) - max(a.x0, b.x0)
+    return shared / max(1, min(a.width, b.width))
+
+
+def _merge_stacked(groups: list[_Group]) -> list[_Group]:
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(groups)):
+            for j in range(i + 1, len(groups)):
+                if _overlap(groups[i], groups[j]) >= MERGE_OVERLAP:
+                    groups[i].absorb(groups.pop(j))
+                    merged = True
+                    break
+            if merged:
+                break
+    return sorted(groups, key=lambda g: g.x0)
+
+
+def _absorb_fragments(groups: list[_Group]) -> list[_Group]:
+    """Small pieces (a detached serif, the end of a stroke) join the nearest real digit."""
+    tallest = max(g.height for g in groups)
+    digits = [g for g in groups if g.height >= FRAGMENT_HEIGHT * tallest]
+    for piece in (g for g in groups if g.height < FRAGMENT_HEIGHT * tallest):
+        centre = (piece.x0 + piece.x1) / 2
+        nearest = min(digits, key=lambda d: max(d.x0 - centre, centre - d.x1, 0))
+        nearest.absorb(piece)
+    return sorted(digits, key=lambda g: g.x0)
+
+
+def _split_columns(ink: np.ndarray, group: _Group, line_height: float) -> list[tuple[int, int]]:
+    """Column ranges of the digits inside one blob: cut touching digits at the thinnest column."""
+    digit_width = DIGIT_ASPECT * line_height
+    count = int(round(group.width / digit_width)) if group.width > SPLIT_AT * digit_width else 1
+    if count < 2:
+        return [(group.x0, group.x1)]
+    profile = ink[group.y0:group.y1, group.x0:group.x1].sum(axis=0)
+    step = group.width / count
+    cuts = [group.x0]
+    for k in range(1, count):
+        centre = int(round(k * step))
+        lo, hi = max(1, centre - int(step * 0.3)), min(group.width - 1, centre + int(step * 0.3) + 1)
+        cuts.append(group.x0 + lo + int(np.argmin(profile[lo:hi])))
+    cuts.append(group.x1)
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def _tight_box(ink: np.ndarray) -> tuple[int, int, int, int] | None:
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if rows.size == 0:
+        return None
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
