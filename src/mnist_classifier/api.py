@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from . import persist
@@ -121,3 +123,48 @@ class MNISTClassifier:
         self.history = History.from_dict(loaded.metadata.get("history"))
         self.evaluation = None
         return self.model
+
+    # ---- figures
+
+    def _figure_path(self, name: str) -> Path:
+        return Path(self.output_dir) / name
+
+    def plot_training_history(self, path=None) -> Path:
+        """Accuracy and loss (train vs validation) and learning rate per epoch; returns the PNG's path."""
+        from . import plots
+
+        return plots.plot_training_history(self.history, path or self._figure_path("training_history.png"))
+
+    def plot_confusion_matrix(self, y_true=None, y_pred=None, path=None) -> Path:
+        """Counts and row-normalized confusion matrix; without arguments, of the model on the test set."""
+        from . import plots
+
+        if y_true is None or y_pred is None:
+            _, y_pred, y_true = self.evaluate_model()
+        return plots.plot_confusion_matrix(y_true, y_pred, path or self._figure_path("confusion_matrix.png"))
+
+    def visualize_predictions(self, num_samples: int = 25, path=None, seed: int | None = None) -> Path:
+        """A grid of random test digits with the model's answer and confidence (green right, red wrong)."""
+        from . import plots
+
+        if not 1 <= num_samples <= 100:
+            raise ConfigError(f"num_samples must be between 1 and 100, got {num_samples}")
+        data = self._require_data()
+        rng = np.random.default_rng(self.seed if seed is None else seed)
+        pick = np.sort(rng.choice(len(data.test_images), size=num_samples, replace=False))
+        images, labels = data.test_images[pick], data.test_labels[pick]
+        return plots.plot_predictions(images, labels, self.predict_proba(images),
+                                      path or self._figure_path("predictions.png"), count=num_samples)
+
+    def visualize_custom_predictions(self, image_files, path=None) -> Path:
+        """Read your own digit images and show each original, the 28x28 the model saw, and the probabilities."""
+        from . import plots
+        from .predict import Predictor
+
+        files = [image_files] if isinstance(image_files, (str, Path)) else list(image_files)
+        if not files:
+            raise ConfigError("no image files given")
+        predictor = Predictor(self._require_model())
+        predictions = [predictor.predict(f) for f in files]
+        return plots.plot_custom_predictions(predictions, path or self._figure_path("custom_predictions.png"),
+                                             originals=files)

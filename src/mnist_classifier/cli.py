@@ -65,6 +65,8 @@ def add_train(sub) -> None:
     p.add_argument("--out", "-o", default=None, help="model file to write (default: models/ARCHITECTURE.safetensors)")
     p.add_argument("--json", action="store_true", help="print one JSON object with the results")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.add_argument("--no-report", dest="report", action="store_false",
+                   help="skip the training curves and HTML report written next to the model (<model>-report/)")
     p.set_defaults(run=run_train)
 
 
@@ -82,11 +84,17 @@ def run_train(args) -> int:
     out = args.out or f"models/{args.architecture}.safetensors"
     result = train_architecture(args.architecture, data, config, model_options, out=out)
     summary = result.summary()
+    if args.report:
+        from .report import write_training_report
+
+        summary["report"] = str(write_training_report(result, data).index)
     if args.json:
         _print_json(summary)
     else:
         print(f"{args.architecture}: test accuracy {summary['accuracy']:.2%}, loss {summary['loss']:.4f} "
               f"after {summary['epochs']} epochs in {summary['train_seconds']:.1f}s; saved {summary['model_path']}")
+        if args.report:
+            print(f"report: {summary['report']}")
     return 0
 
 
@@ -126,9 +134,36 @@ def run_evaluate(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- report
+
+def add_report(sub) -> None:
+    p = sub.add_parser("report", help="write every figure and an offline HTML report for a model",
+                       description="Score a model on MNIST's test set and write OUT/index.html with its metadata, "
+                                   "accuracy, loss, per-class precision/recall/F1, most confused pairs and all "
+                                   "figures (OUT/figures/*.png), plus OUT/report.json.")
+    _model_argument(p)
+    p.add_argument("--out", "-o", default=None, help="folder to write (default: reports/<model file stem>)")
+    p.add_argument("--data-dir", default=None, help="folder with the four MNIST files")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--json", action="store_true", help="print one JSON object (the numbers and file paths)")
+    p.set_defaults(run=run_report)
+
+
+def run_report(args) -> int:
+    from .report import build_report
+
+    report = build_report(args.model, out_dir=args.out, data_dir=args.data_dir, device=args.device)
+    if args.json:
+        _print_json({k: v for k, v in report.to_json().items() if k != "metadata"})
+        return 0
+    print(f"{report.summary['model']}: accuracy {report.summary['accuracy']:.2%}  loss {report.summary['loss']:.4f}; "
+          f"wrote {report.index} and {len(report.figures)} figures")
+    return 0
+
+
 # ---------------------------------------------------------------- entry point
 
-SUBCOMMANDS = [add_train, add_evaluate]
+SUBCOMMANDS = [add_train, add_evaluate, add_report]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -65,11 +65,18 @@ CUSTOM_ROW_HEIGHT = 2.6  # inches per image in the custom-predictions figure
 CUSTOM_WIDTH = 11.0
 
 
-def pixel_size(name: str, rows: int | None = None) -> tuple[int, int]:
-    """The (width, height) in pixels of a figure kind; ``rows`` for the custom-predictions figure."""
+def figure_size(name: str, rows: int | None = None) -> tuple[float, float]:
+    """Inches of a figure kind; ``rows`` for the figures whose height follows their content."""
     if name == "custom_predictions":
-        return round(CUSTOM_WIDTH * DPI), round(CUSTOM_ROW_HEIGHT * max(rows or 1, 1) * DPI)
-    width, height = SIZES[name]
+        return CUSTOM_WIDTH, CUSTOM_ROW_HEIGHT * max(rows or 1, 1)
+    if name == "predictions" and rows is not None:
+        return SIZES[name][0], 0.5 + 1.7 * max(rows, 1)  # 5 rows: the standard 8 x 9 inches
+    return SIZES[name]
+
+
+def pixel_size(name: str, rows: int | None = None) -> tuple[int, int]:
+    """The (width, height) in pixels of a figure's PNG."""
+    width, height = figure_size(name, rows)
     return round(width * DPI), round(height * DPI)
 
 
@@ -319,10 +326,12 @@ def plot_predictions(images, y_true, probabilities, path, count: int = 25, seed:
     """A 5x5 grid: predicted digit and confidence above each image, green when right, red when wrong."""
     images, y_true, probabilities = np.asarray(images), np.asarray(y_true), np.asarray(probabilities)
     count = min(count, len(images))
+    if count < 1:
+        raise ConfigError("no images to show predictions for")
     pick = np.sort(np.random.default_rng(seed).choice(len(images), size=count, replace=False))
     cols = 5
     rows = max(math.ceil(count / cols), 1)
-    fig = _figure("predictions")
+    fig = _figure("predictions", figure_size("predictions", rows))
     axes = fig.subplots(rows, cols, squeeze=False)
     right = 0
     for ax, i in zip(axes.flat, pick):
@@ -516,7 +525,7 @@ def plot_custom_predictions(predictions, path, originals=None) -> Path:
     if not predictions:
         raise ConfigError("no predictions to plot")
     originals = list(originals) if originals is not None else [getattr(p, "path", None) for p in predictions]
-    fig = _figure("custom_predictions", (CUSTOM_WIDTH, CUSTOM_ROW_HEIGHT * len(predictions)))
+    fig = _figure("custom_predictions", figure_size("custom_predictions", len(predictions)))
     axes = fig.subplots(len(predictions), 3, squeeze=False, width_ratios=[1, 1, 2.6])
     for row, (prediction, original) in zip(axes, zip(predictions, originals)):
         _custom_row(row, prediction, original)

@@ -1,0 +1,394 @@
+"""The model report: every figure plus one ``index.html`` a person can open offline.
+
+    report = build_report("models/cnn.safetensors", "reports/cnn")   # or build_report() for the shipped model
+    print(report.index)                                               # reports/cnn/index.html
+
+The folder holds ``index.html``, ``figures/*.png`` and ``report.json``. The page uses relative image paths
+and inline CSS only (no scripts, fonts or styles from the network), so the folder can be zipped, mailed or
+opened from a USB stick. The numbers on the page and in ``report.json`` come from the same ``Evaluation``
+that ``mnist-classifier evaluate --json`` prints, so they match it exactly.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import plots
+from .errors import MNISTClassifierError
+
+FIGURES_DIR = "figures"
+
+
+class ReportError(MNISTClassifierError):
+    """The report folder cannot be created or written."""
+
+
+@dataclass
+class Report:
+    out_dir: Path
+    index: Path
+    summary: dict  # what report.json holds: the evaluate summary plus model facts
+    figures: dict[str, Path] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # time per step, for the benchmark
+
+    def to_json(self) -> dict:
+        return {"index": str(self.index), "out_dir": str(self.out_dir),
+                "figures": {k: str(v) for k, v in self.figures.items()}, **self.summary}
+
+
+# ---------------------------------------------------------------- entry points
+
+def build_report(model_path=None, out_dir=None, data_dir=None, device: str = "auto", data=None) -> Report:
+    """Load a model file (default: the shipped one), score it on the MNIST test set, write the report folder."""
+    from .data import load_mnist
+    from .evaluate import evaluate
+    from .inference import resolve_device
+    from .persist import load_model, pretrained_path
+
+    seconds = {}
+    started = time.perf_counter()
+    loaded = load_model(model_path or pretrained_path(), device=resolve_device(device))
+    out_dir = Path(out_dir) if out_dir else Path("reports") / loaded.path.stem
+    ensure_writable(out_dir)  # fail before the expensive part
+    data = data if data is not None else load_mnist(data_dir, progress=False)
+    seconds["load"] = time.perf_counter() - started
+    started = time.perf_counter()
+    evaluation = evaluate(loaded.model, data.test_images, data.test_labels)
+    seconds["evaluate"] = time.perf_counter() - started
+    report = write_report(out_dir, loaded.model, loaded.metadata, evaluation, data, loaded.path)
+    report.seconds = {**seconds, **report.seconds}
+    return report
+
+
+def report_dir_for(model_path) -> Path:
+    """Where ``train`` puts the report of the model it wrote: ``<folder>/<model stem>-report/``."""
+    model_path = Path(model_path)
+    return model_path.with_name(f"{model_path.stem}-report")
+
+
+def write_training_report(result, data) -> Report:
+    """The report for a model ``train`` just saved (``TrainResult`` with ``model_path``), next to the file."""
+    from .persist import read_metadata
+
+    metadata = read_metadata(result.model_path)
+    return write_report(report_dir_for(result.model_path), result.model, metadata, result.evaluation, data,
+                        Path(result.model_path))
+
+
+def write_report(out_dir, model, metadata: dict, evaluation, data, model_path=None) -> Report:
+    """Draw every figure and write ``index.html`` and ``report.json`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    ensure_writable(out_dir)
+    summary = report_summary(model, metadata, evaluation, model_path)
+    figures, seconds = _draw_figures(out_dir / FIGURES_DIR, model, metadata, evaluation, data)
+    summary["history_available"] = "training_history" in figures
+    started = time.perf_counter()
+    index = _write_text(out_dir / "index.html", render_html(summary, metadata, evaluation, figures, out_dir))
+    _write_text(out_dir / "report.json", json.dumps(summary, indent=2) + "\n")
+    seconds["html"] = time.perf_counter() - started
+    return Report(out_dir, index, summary, figures, seconds)
+
+
+def report_summary(model, metadata: dict, evaluation, model_path=None) -> dict:
+    """The evaluate summary (same keys and values as ``evaluate --json``) plus what the page says about the model."""
+    from .plots import calibration_bins
+
+    return {
+        "model": str(model_path) if model_path else None,
+        "architecture": metadata.get("architecture"),
+        **evaluation.summary(),
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "expected_calibration_error": calibration_bins(evaluation.y_true, evaluation.probabilities)["ece"],
+        "metadata": metadata,
+    }
+
+
+def ensure_writable(folder: Path) -> None:
+    """Create the folder and prove a file can be written there, with a one-line error if not."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ReportError(f"{folder}: cannot write the report there (it is a file, not a folder)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ReportError(f"{folder}: cannot write the report there ({exc.strerror or exc})") from None
+
+
+def _write_text(path: Path, text: str) -> Path:
+    """Atomic write: a reader never sees half a page."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ---------------------------------------------------------------- figures
+
+# (file stem, section, caption); the order is the order on the page.
+FIGURES = [
+    ("training_history", "Training", "Accuracy and loss per epoch for the training and validation sets, the "
+     "learning rate, and the epoch whose weights were kept."),
+    ("confusion_matrix", "Evaluation", "Which digit the model answered (columns) for each true digit (rows). "
+     "Left: counts on a log colour scale; right: percent of each true digit's examples."),
+    ("per_class_accuracy", "Evaluation", "Share of each digit's test examples read correctly."),
+    ("predictions", "Predictions", "25 random test digits with the model's answer and confidence."),
+    ("misclassified", "Predictions", "The model's most confident mistakes: true digit, answer, and the "
+     "second choice."),
+    ("confidence_histogram", "Confidence", "How sure the model is when right (green) and when wrong (red)."),
+    ("reliability", "Confidence", "Calibration: within each confidence bin, how often the model is right. "
+     "Bars on the diagonal mean its confidence can be taken at face value."),
+    ("samples", "Data", "Random digits from the MNIST training set with their labels."),
+    ("class_distribution", "Data", "How many training examples each digit has."),
+    ("first_layer", "First layer", "The first layer's learned filters and what each picks up in one test digit."),
+]
+
+
+def _draw_figures(folder: Path, model, metadata, evaluation, data) -> tuple[dict, dict]:
+    y_true, probabilities = evaluation.y_true, evaluation.probabilities
+    history = metadata.get("history")
+    draw = {
+        "training_history": (lambda p: plots.plot_training_history(history, p)) if plots.has_history(history)
+        else None,
+        "confusion_matrix": lambda p: plots.plot_confusion_matrix(y_true, evaluation.y_pred, p),
+        "per_class_accuracy": lambda p: plots.plot_per_class_accuracy(y_true, evaluation.y_pred, p),
+        "predictions": lambda p: plots.plot_predictions(data.test_images, y_true, probabilities, p),
+        "misclassified": lambda p: plots.plot_misclassified(data.test_images, y_true, probabilities, p),
+        "confidence_histogram": lambda p: plots.plot_confidence_histogram(y_true, probabilities, p),
+        "reliability": lambda p: plots.plot_reliability(y_true, probabilities, p),
+        "samples": lambda p: plots.plot_samples(data.train_images, data.train_labels, p),
+        "class_distribution": lambda p: plots.plot_class_distribution(data.train_labels, p),
+        "first_layer": lambda p: plots.plot_first_layer(model, p, image=data.test_images[0]),
+    }
+    figures, seconds = {}, {}
+    for name, _, _ in FIGURES:
+        if draw[name] is None:
+            continue
+        started = time.perf_counter()
+        figures[name] = draw[name](folder / f"{name}.png")
+        seconds[name] = time.perf_counter() - started
+    return figures, seconds
+
+
+# ---------------------------------------------------------------- the page
+
+CSS = """
+:root { --ink: #1d2330; --muted: #5b6475; --line: #dde2ea; --accent: #1f6fb4; --good: #2e7d32; --bad: #c62828; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
+       color: var(--ink); background: #f6f7fa; }
+header { background: var(--ink); color: white; padding: 1.4rem 2rem; }
+header h1 { margin: 0 0 .2rem; font-size: 1.5rem; }
+header p { margin: 0; color: #c9d1de; }
+main { max-width: 1180px; margin: 0 auto; padding: 1.5rem 2rem 3rem; }
+nav { margin: 0 0 1.5rem; font-size: .95rem; }
+nav a { margin-right: 1rem; color: var(--accent); text-decoration: none; }
+section { background: white; border: 1px solid var(--line); border-radius: 8px; padding: 1.2rem 1.5rem;
+          margin-bottom: 1.5rem; }
+h2 { margin: 0 0 .8rem; font-size: 1.25rem; }
+.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(150px, 1fr)); gap: 1rem; }
+.card { border: 1px solid var(--line); border-radius: 8px; padding: .8rem 1rem; }
+.card .value { font-size: 1.7rem; font-weight: 700; }
+.card .label { color: var(--muted); font-size: .9rem; }
+table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
+th, td { padding: .3rem .8rem; border-bottom: 1px solid var(--line); text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+thead th { border-bottom: 2px solid var(--ink); }
+tr.summary td { font-weight: 600; background: #f6f7fa; }
+.meta td { text-align: left; vertical-align: top; }
+.meta td:first-child { color: var(--muted); white-space: nowrap; }
+code { font: .88em ui-monospace, "DejaVu Sans Mono", monospace; word-break: break-all; }
+.columns { display: flex; flex-wrap: wrap; gap: 2rem; align-items: flex-start; }
+figure { margin: 0 0 1.5rem; }
+figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
+figcaption { color: var(--muted); font-size: .92rem; margin-top: .3rem; }
+.note { border-left: 4px solid #e07b16; background: #fff6ec; padding: .6rem 1rem; margin: 0 0 1rem; }
+.low { color: var(--bad); font-weight: 600; }
+footer { color: var(--muted); font-size: .85rem; text-align: center; padding-bottom: 2rem; }
+"""
+
+
+def render_html(summary: dict, metadata: dict, evaluation, figures: dict[str, Path], out_dir: Path) -> str:
+    """The whole page as one string: inline CSS, relative image links, the numbers also as embedded JSON."""
+    name = Path(summary["model"]).name if summary.get("model") else "model"
+    sections = [
+        _overview(summary),
+        _model_section(summary, metadata),
+        _training_section(metadata, figures, out_dir),
+        _metrics_section(evaluation, summary),
+        *_figure_sections(figures, out_dir, skip={"training_history"}),
+    ]
+    numbers = {k: v for k, v in summary.items() if k != "metadata"}
+    # "</" must not appear inside a <script> element, so it is escaped in the embedded JSON.
+    embedded = json.dumps(numbers).replace("</", "<\\/")
+    nav = "".join(f'<a href="#{anchor}">{title}</a>' for anchor, title in _nav_items(figures))
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Model report: {_e(name)}</title>
+<style>{CSS}</style>
+</head>
+<body>
+<header>
+<h1>Model report: {_e(name)}</h1>
+<p>{_e(summary.get('architecture') or '?')} · test accuracy <strong id="accuracy">{summary['accuracy']:.2%}</strong>
+ on {summary['n']:,} MNIST test digits · created {_e(metadata.get('created', 'unknown'))}</p>
+</header>
+<main>
+<nav>{nav}</nav>
+{''.join(sections)}
+</main>
+<footer>Written by mnist-classifier {_e(metadata.get('package_version', ''))}. The numbers above are also in
+<code>report.json</code> and match <code>mnist-classifier evaluate --json</code> for the same model.</footer>
+<script type="application/json" id="report-data">{embedded}</script>
+</body>
+</html>
+"""
+
+
+def _display_width(png: Path) -> int:
+    """CSS pixels for a 150 DPI figure: shown at 100 DPI, so text reads like body text and stays sharp on HiDPI."""
+    from PIL import Image
+
+    with Image.open(png) as image:
+        return round(image.width / 1.5)
+
+
+def _plain(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _nav_items(figures) -> list[tuple[str, str]]:
+    items = [("overview", "Overview"), ("model", "Model"), ("training", "Training"), ("metrics", "Metrics")]
+    seen = []
+    for stem, section, _ in FIGURES:
+        if stem in figures and section not in ("Training",) and section not in seen:
+            seen.append(section)
+    return items + [(_anchor(section), section) for section in seen]
+
+
+def _anchor(section: str) -> str:
+    return section.lower().replace(" ", "-")
+
+
+def _overview(summary: dict) -> str:
+    cards = [
+        (f"{summary['accuracy']:.2%}", "test accuracy", "card-accuracy"),
+        (f"{summary['loss']:.4f}", "test loss (cross-entropy)", "card-loss"),
+        (f"{summary['errors']:,}", f"errors in {summary['n']:,} test digits", "card-errors"),
+        (f"{summary['macro_f1']:.4f}", "macro F1", "card-f1"),
+        (f"{summary['expected_calibration_error']:.2%}", "expected calibration error", "card-ece"),
+        (f"{summary['parameters']:,}", "parameters", "card-parameters"),
+    ]
+    body = "".join(f'<div class="card" id="{cid}"><div class="value">{_e(v)}</div><div class="label">{_e(label)}'
+                   f"</div></div>" for v, label, cid in cards)
+    return f'<section id="overview"><h2>Overview</h2><div class="cards">{body}</div></section>\n'
+
+
+def _model_section(summary: dict, metadata: dict) -> str:
+    training = metadata.get("training") or {}
+    rows = [
+        ("file", f"<code>{_e(summary.get('model') or '(in memory)')}</code>"),
+        ("architecture", _e(metadata.get("architecture", "?"))),
+        ("model options", f"<code>{_e(json.dumps(metadata.get('config', {})))}</code>"),
+        ("parameters", f"{summary['parameters']:,}"),
+        ("created", _e(metadata.get("created", "unknown"))),
+        ("package / torch", _e(f"{metadata.get('package_version', '?')} / {metadata.get('torch_version', '?')}")),
+        ("training time", _e(f"{metadata['train_seconds']:.1f} s") if metadata.get("train_seconds") else "unknown"),
+        ("dataset SHA-256", f"<code>{_e(metadata.get('dataset_sha256', 'unknown'))}</code>"),
+    ]
+    meta_rows = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in rows)
+    if training:
+        train_rows = "".join(f"<tr><td>{_e(k)}</td><td><code>{_e(_plain(v))}</code></td></tr>"
+                             for k, v in training.items())
+        train_table = f'<div><h3>Training settings</h3><table class="meta">{train_rows}</table></div>'
+    else:
+        train_table = '<div><h3>Training settings</h3><p>Not recorded in this model file.</p></div>'
+    return (f'<section id="model"><h2>Model</h2><div class="columns"><div><h3>Model file</h3>'
+            f'<table class="meta">{meta_rows}</table></div>{train_table}</div></section>\n')
+
+
+def _training_section(metadata: dict, figures: dict, out_dir: Path) -> str:
+    history = metadata.get("history") or {}
+    if "training_history" not in figures:
+        body = ('<p class="note" id="no-history">This model file has no training history, so there are no '
+                "training curves (the model was saved without one, e.g. trained elsewhere or converted).</p>")
+        return f'<section id="training"><h2>Training</h2>{body}</section>\n'
+    epochs = len(history.get("epoch") or [])
+    facts = [f"{epochs} epoch{'s' if epochs != 1 else ''}"]
+    if history.get("best_epoch") is not None:
+        facts.append(f"weights kept from epoch {history['best_epoch']}")
+    if history.get("stopped_early"):
+        facts.append("stopped early (validation loss stopped improving)")
+    if not any(v is not None for v in history.get("val_loss") or []):
+        facts.append("no validation split (trained on all 60,000 digits)")
+    note = f"<p>{_e('; '.join(facts))}.</p>"
+    return (f'<section id="training"><h2>Training</h2>{note}'
+            f'{_figure_html("training_history", figures, out_dir)}</section>\n')
+
+
+def _metrics_section(evaluation, summary: dict) -> str:
+    report = evaluation.classification_report()
+    per_class = summary["per_class"]
+    weakest = min(per_class, key=lambda d: per_class[d]["f1"])
+    rows = []
+    for digit in map(str, range(10)):
+        r = report[digit]
+        cls = ' class="low"' if digit == weakest else ""
+        rows.append(f'<tr{cls}><td>{digit}</td><td>{r["precision"]:.4f}</td><td>{r["recall"]:.4f}</td>'
+                    f'<td>{r["f1-score"]:.4f}</td><td>{int(r["support"]):,}</td></tr>')
+    for key in ("macro avg", "weighted avg"):
+        r = report[key]
+        rows.append(f'<tr class="summary"><td>{key}</td><td>{r["precision"]:.4f}</td><td>{r["recall"]:.4f}</td>'
+                    f'<td>{r["f1-score"]:.4f}</td><td>{int(r["support"]):,}</td></tr>')
+    table = ('<table id="classification-report"><thead><tr><th>digit</th><th>precision</th><th>recall</th>'
+             f'<th>F1</th><th>support</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+    totals = np.bincount(evaluation.y_true, minlength=10)
+    pairs = "".join(f'<tr><td>{p["true"]} → {p["predicted"]}</td><td>{p["count"]}</td>'
+                    f'<td>{100 * p["count"] / max(totals[p["true"]], 1):.2f}%</td></tr>'
+                    for p in summary["most_confused"])
+    confused = ('<table id="most-confused"><thead><tr><th>true → predicted</th><th>count</th>'
+                f'<th>% of true digit</th></tr></thead><tbody>{pairs or "<tr><td>none</td></tr>"}</tbody></table>')
+    return (f'<section id="metrics"><h2>Metrics on the test set</h2>'
+            f'<p>Accuracy <strong>{summary["accuracy"]:.2%}</strong> ({summary["accuracy"]:.6f}), '
+            f'loss <strong>{summary["loss"]:.4f}</strong>, {summary["errors"]:,} errors in {summary["n"]:,} digits. '
+            f'Weakest digit by F1: <strong>{weakest}</strong>.</p>'
+            f'<div class="columns"><div><h3>Classification report</h3>{table}</div>'
+            f'<div><h3>Most confused pairs</h3>{confused}</div></div></section>\n')
+
+
+def _figure_sections(figures: dict, out_dir: Path, skip: set) -> list[str]:
+    sections: dict[str, list[str]] = {}
+    for stem, section, _ in FIGURES:
+        if stem in figures and stem not in skip:
+            sections.setdefault(section, []).append(_figure_html(stem, figures, out_dir))
+    return [f'<section id="{_anchor(section)}"><h2>{section}</h2>{"".join(items)}</section>\n'
+            for section, items in sections.items()]
+
+
+def _figure_html(stem: str, figures: dict, out_dir: Path) -> str:
+    caption = next(c for s, _, c in FIGURES if s == stem)
+    source = Path(os.path.relpath(figures[stem], out_dir)).as_posix()
+    width = _display_width(figures[stem])
+    return (f'<figure id="figure-{stem}"><img src="{_e(source)}" width="{width}" alt="{_e(caption)}">'
+            f"<figcaption>{_e(caption)}</figcaption></figure>")
