@@ -161,9 +161,33 @@ def run_report(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- serve
+
+def add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="serve the REST API and the drawing page over HTTP",
+                       description="Serve the REST API (POST /v1/predict, /v1/predict/batch, /v1/predict/number, "
+                                   "GET /v1/model, /healthz, /readyz; docs at /docs) and the drawing page at / "
+                                   "with uvicorn. The model is loaded once; one log line per request on stderr.")
+    _model_argument(p, positional=False)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes, each with its own copy of the model (default: 1)")
+    p.set_defaults(run=run_serve)
+
+
+def run_serve(args) -> int:
+    from .server.serve import serve
+
+    serve(model=args.model, host=args.host, port=args.port, device=args.device, workers=args.workers)
+    return 0
+
+
 # ---------------------------------------------------------------- entry point
 
-SUBCOMMANDS = [add_train, add_evaluate, add_report]
+SUBCOMMANDS = [add_train, add_evaluate, add_report, add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:
