@@ -90,7 +90,8 @@ def parse_idx(data: bytes, name: str = "<bytes>", expected_shape: tuple | None =
     if payload != int(np.prod(shape)):
         raise DataError(f"{name}: IDX payload has {payload} bytes but the header declares {int(np.prod(shape))} "
                         "(truncated or padded file)")
-    return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(shape)
+    # A copy, so callers get a writable array (torch warns about read-only buffers).
+    return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(shape).copy()
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix, log_loss
 
-from .inference import predict_proba
+from .inference import predict_proba, prepare_for_inference
 
 DIGITS = list(range(10))
 
@@ -82,6 +82,6 @@ class Evaluation:
 
 def evaluate(model, images, labels) -> Evaluation:
     """Run the model over images (uint8 (N, 28, 28) or model-ready floats) and score it against labels."""
-    probabilities = predict_proba(model, images)
+    probabilities = predict_proba(prepare_for_inference(model), images)
     return Evaluation(y_true=np.asarray(labels).astype(np.int64), y_pred=probabilities.argmax(axis=1),
                       probabilities=probabilities)

@@ -1,0 +1,104 @@
+"""Core benchmark: training time/accuracy per preset, in-memory inference throughput, peak training memory.
+
+Each training run is the real CLI in a fresh process, timed from process start to finished evaluation
+(data loading, model building, training, test-set evaluation and saving included). Peak memory is the
+child's own max RSS from wait4(). Prints a table and writes benchmarks/results/core.json; asserts nothing.
+
+    MNIST_DATA=../shared/mnist .venv/bin/python benchmarks/bench_core.py            # everything (~6 min on 2 cores)
+    MNIST_DATA=../shared/mnist .venv/bin/python benchmarks/bench_core.py --only cnn-fast inference
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_info, write_result  # noqa: E402
+
+# What each training run is compared against (issue targets and the seeds' published figures).
+TRAIN_RUNS = {
+    "cnn-fast": {"target_accuracy": 0.990, "target_seconds": 15},
+    "cnn": {"target_accuracy": 0.996, "target_seconds": 180},
+    "mlp": {"reference_accuracy": 0.978, "reference": "seed 000, ~30 s on this machine"},
+    "mlp-bn": {"reference_accuracy": 0.982, "reference": "seed 001"},
+}
+PEAK_MEMORY_TARGET_MB = 1536
+
+
+def peak_rss_mb(command: list[str]) -> tuple[float, float, str]:
+    """Run a command, return (wall seconds, its own peak RSS in MB, stdout) using wait4's per-child rusage."""
+    started = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    stdout = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(command)} failed")
+    return wall, usage.ru_maxrss / 1024, stdout
+
+
+def train_run(architecture: str, seed: int, workdir: Path) -> dict:
+    out = workdir / f"{architecture}.safetensors"
+    command = [sys.executable, "-m", "mnist_classifier.cli", "train", "--architecture", architecture,
+               "--seed", str(seed), "--out", str(out), "--json", "--quiet", "--no-report"]
+    wall, peak_mb, stdout = peak_rss_mb(command)
+    summary = json.loads(stdout)
+    return {"architecture": architecture,
+            "command": f"mnist-classifier train --architecture {architecture} --seed {seed} --json --quiet --no-report",
+            "wall_seconds": round(wall, 2), "train_seconds": summary["train_seconds"],
+            "accuracy": summary["accuracy"], "loss": round(summary["loss"], 5), "epochs": summary["epochs"],
+            "peak_rss_mb": round(peak_mb, 1), **TRAIN_RUNS[architecture]}
+
+
+def inference_throughput(passes: int = 5) -> dict:
+    """Images/s of the shipped model over the 10k test digits held in memory (batched, BN folded)."""
+    import numpy as np
+    import torch
+
+    from mnist_classifier.data import load_mnist
+    from mnist_classifier.inference import predict_proba, prepare_for_inference
+    from mnist_classifier.persist import load_model, pretrained_path
+
+    images = load_mnist(progress=False).test_images
+    model = prepare_for_inference(load_model(pretrained_path()).model)
+    predict_proba(model, images[:2048])  # warm-up: oneDNN picks its kernels on the first call
+    started = time.perf_counter()
+    for _ in range(passes):
+        probabilities = predict_proba(model, images)
+    seconds = time.perf_counter() - started
+    assert np.isfinite(probabilities).all()
+    return {"images": passes * len(images), "seconds": round(seconds, 3),
+            "images_per_second": round(passes * len(images) / seconds), "target_images_per_second": 20000,
+            "threads": torch.get_num_threads(), "command": "benchmarks/bench_core.py --only inference"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", choices=[*TRAIN_RUNS, "inference"], help="run just these parts")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    parts = args.only or [*TRAIN_RUNS, "inference"]
+
+    results = {"machine": machine_info(), "training": [], "peak_memory_target_mb": PEAK_MEMORY_TARGET_MB}
+    with tempfile.TemporaryDirectory() as tmp:
+        for architecture in [p for p in parts if p in TRAIN_RUNS]:
+            row = train_run(architecture, args.seed, Path(tmp))
+            results["training"].append(row)
+            print(f"{architecture:9s} accuracy {row['accuracy']:.4f}  wall {row['wall_seconds']:6.1f}s  "
+                  f"(train {row['train_seconds']:.1f}s, {row['epochs']} epochs)  peak RSS {row['peak_rss_mb']:.0f} MB",
+                  flush=True)
+    if "inference" in parts:
+        results["inference"] = inference_throughput()
+        print(f"inference: {results['inference']['images_per_second']:,} images/s", flush=True)
+    write_result("core", results)
+
+
+if __name__ == "__main__":
+    main()

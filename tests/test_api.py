@@ -1,0 +1,44 @@
+"""The seed-compatible Python facade."""
+
+import numpy as np
+import pytest
+
+from mnist_classifier import MNISTClassifier
+from mnist_classifier.errors import ConfigError
+from mnist_classifier.persist import read_metadata
+
+
+def test_seed_workflow_with_mlp(mnist_dir, tmp_path):
+    clf = MNISTClassifier(data_dir=mnist_dir, device="cpu")
+    (x_train, y_train), (x_test, y_test) = clf.load_and_preprocess_data()
+    assert x_train.shape == (60000, 28, 28) and x_train.dtype == np.float32 and x_train.max() == 1.0
+    assert y_test.shape == (10000,)
+    clf.build_model(hidden_layers=[128, 64], dropout_rate=0.2)
+    assert clf.architecture == "mlp"
+    history = clf.train_model(epochs=1, batch_size=128, validation_split=0.1, progress=False)
+    assert len(history) == 1 and history.val_accuracy[0] > 0.9
+    accuracy, y_pred, y_true = clf.evaluate_model()
+    assert accuracy > 0.93 and y_pred.shape == y_true.shape == (10000,)
+    assert accuracy == pytest.approx(np.mean(y_pred == y_true))
+
+    path = clf.save_model(tmp_path / "seed.safetensors")
+    meta = read_metadata(path)
+    assert meta["architecture"] == "mlp" and meta["metrics"]["accuracy"] == pytest.approx(accuracy)
+    assert len(meta["history"]["epoch"]) == 1
+
+    again = MNISTClassifier(data_dir=mnist_dir, device="cpu")
+    again.load_model(path)
+    np.testing.assert_allclose(again.predict_proba(x_test[:100]), clf.predict_proba(x_test[:100]), atol=1e-6)
+    assert len(again.history) == 1  # the curves travel with the model file
+
+
+def test_load_shipped_model_by_default(pretrained_path):
+    clf = MNISTClassifier(device="cpu")
+    clf.load_model()
+    assert clf.architecture == "cnn"
+    assert clf.metadata["metrics"]["accuracy"] > 0.98
+
+
+def test_evaluate_before_build_is_a_clear_error(mnist_dir):
+    with pytest.raises(ConfigError, match="call build_model\\(\\) or load_model\\(path\\) first"):
+        MNISTClassifier(data_dir=mnist_dir).predict_proba(np.zeros((1, 28, 28)))

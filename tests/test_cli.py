@@ -1,0 +1,102 @@
+"""The console command, run as a real subprocess: exit codes, one-line errors, JSON contracts."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run_cli(*args, env_extra=None, cwd=None):
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "mnist_classifier.cli", *map(str, args)], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=600)
+
+
+def assert_one_line_error(proc, *fragments):
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr  # no traceback
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_every_subcommand_has_help(command):
+    proc = run_cli(command, "--help")
+    assert proc.returncode == 0 and "usage: mnist-classifier " + command in proc.stdout
+
+
+def test_version():
+    from mnist_classifier import __version__
+
+    assert run_cli("--version").stdout.strip() == f"mnist-classifier {__version__}"
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--epochs", "-3"], "epochs must be a positive integer, got -3"),
+    (["--validation-split", "1.5"], "validation_split must be in (0, 1)"),
+    (["--architecture", "mlp", "--hidden-layers", ""], "hidden_layers must be a non-empty list"),
+])
+def test_train_rejects_nonsense_before_writing_anything(tmp_path, args, fragment):
+    out = tmp_path / "model.safetensors"
+    proc = run_cli("train", *args, "--out", out, "--quiet")
+    assert_one_line_error(proc, fragment)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_train_unknown_architecture_is_a_usage_error():
+    proc = run_cli("train", "--architecture", "resnet")
+    assert proc.returncode == 2 and "invalid choice: 'resnet'" in proc.stderr
+
+
+def test_missing_data_folder(tmp_path):
+    proc = run_cli("train", "--data-dir", tmp_path / "none", "--out", tmp_path / "m.safetensors", "--quiet")
+    assert_one_line_error(proc, "MNIST data folder does not exist")
+
+
+def test_evaluate_shipped_model_json(pretrained):
+    proc = run_cli("evaluate", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["n"] == 10000
+    assert result["accuracy"] == pytest.approx(pretrained.metadata["metrics"]["accuracy"], abs=1e-9)
+    assert 0 < result["loss"] < 0.1
+    assert set(result["per_class"]) == {str(d) for d in range(10)}
+    assert {"true", "predicted", "count"} == set(result["most_confused"][0])
+
+
+def test_evaluate_human_output():
+    proc = run_cli("evaluate")
+    assert proc.returncode == 0 and "accuracy" in proc.stdout and "most confused:" in proc.stdout
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"", "not a readable safetensors model file"),
+    (b"{not a model}", "not a readable safetensors model file"),
+])
+def test_evaluate_bad_model_file(tmp_path, content, fragment):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(content)
+    assert_one_line_error(run_cli("evaluate", path, "--json"), str(path), fragment)
+
+
+def test_evaluate_missing_model(tmp_path):
+    assert_one_line_error(run_cli("evaluate", tmp_path / "nope.safetensors"), "model file not found")
+
+
+@pytest.mark.slow
+def test_train_then_evaluate_round_trip(tmp_path):
+    """The main job end to end on the real MNIST: one epoch of cnn-fast, then evaluate the saved file."""
+    out = tmp_path / "fast.safetensors"
+    proc = run_cli("train", "--architecture", "cnn-fast", "--out", out, "--json", "--quiet", "--no-report")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["accuracy"] >= 0.97 and summary["epochs"] == 1
+    assert summary["model_path"] == str(out) and summary["train_seconds"] > 0
+    evaluated = json.loads(run_cli("evaluate", out, "--json").stdout)
+    assert evaluated["accuracy"] == pytest.approx(summary["accuracy"], abs=1e-9)
+    assert evaluated["loss"] == pytest.approx(summary["loss"], rel=1e-6)

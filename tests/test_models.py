@@ -1,0 +1,66 @@
+import pytest
+import torch
+from torch import nn
+
+from mnist_classifier.errors import ConfigError
+from mnist_classifier.models import REGISTRY, architecture, build_model, model_config
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_architecture_maps_images_to_ten_logits(name):
+    model = build_model(name).eval()
+    with torch.no_grad():
+        out = model(torch.rand(3, 1, 28, 28))
+    assert out.shape == (3, 10)
+    assert torch.isfinite(out).all()
+
+
+def test_registry_has_the_seed_presets_and_ours():
+    assert {"mlp", "mlp-bn", "cnn", "cnn-fast"} <= set(REGISTRY)
+
+
+def _linear_sizes(model):
+    return [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def test_mlp_matches_seed_000():
+    model = build_model("mlp")
+    assert _linear_sizes(model) == [(784, 128), (128, 64), (64, 10)]
+    assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.2, 0.2]
+
+
+def test_mlp_bn_matches_seed_001():
+    model = build_model("mlp-bn")
+    assert _linear_sizes(model) == [(784, 512), (512, 256), (256, 128), (128, 10)]
+    assert [m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm1d)] == [512, 256]
+    assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.3, 0.2]
+
+
+def test_options_override_defaults():
+    model = build_model("mlp", hidden_layers=[32], dropout=0.5)
+    assert _linear_sizes(model) == [(784, 32), (32, 10)]
+    assert model_config("mlp", hidden_layers=[32]) == {"hidden_layers": [32], "dropout": 0.2}
+    cnn = build_model("cnn", channels=[8, 16, 32])
+    assert [m.out_channels for m in cnn.modules() if isinstance(m, nn.Conv2d)][0] == 8
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("mlp", {"hidden_layers": []}, "hidden_layers must be a non-empty list"),
+    ("mlp", {"hidden_layers": [64, 0]}, "hidden_layers must be a non-empty list"),
+    ("mlp", {"dropout": 1.5}, r"dropout must be in \[0, 1\)"),
+    ("cnn", {"channels": [8, 16]}, "cnn needs 3 positive channel widths"),
+    ("cnn", {"depth": 3}, "cnn has no option depth"),
+])
+def test_nonsense_options_are_rejected(name, options, message):
+    with pytest.raises(ConfigError, match=message):
+        build_model(name, **options)
+
+
+def test_unknown_architecture():
+    with pytest.raises(ConfigError, match="unknown architecture 'resnet' \\(choose from mlp, mlp-bn, cnn, cnn-fast\\)"):
+        architecture("resnet")
+
+
+def test_default_cnn_is_small_enough_to_ship():
+    params = sum(p.numel() for p in build_model("cnn").parameters())
+    assert params * 4 < 3 * 1024 * 1024  # float32 weights well under the 3 MB budget for the shipped file
