@@ -164,7 +164,8 @@ class MNISTClassifier:
         files = [image_files] if isinstance(image_files, (str, Path)) else list(image_files)
         if not files:
             raise ConfigError("no image files given")
-        predictor = Predictor(self._require_model())
-        predictions = [predictor.predict(f) for f in files]
+        loaded = persist.LoadedModel(self._require_model(), self.metadata or {"architecture": self.architecture},
+                                     Path("(in memory)"))
+        predictions = Predictor(loaded, device=str(self.device)).predict_many(files)
         return plots.plot_custom_predictions(predictions, path or self._figure_path("custom_predictions.png"),
                                              originals=files)

@@ -536,15 +536,20 @@ def plot_custom_predictions(predictions, path, originals=None) -> Path:
 def _custom_row(axes, prediction, original) -> None:
     ax_orig, ax_seen, ax_bars = axes
     picture, name = _open_original(original)
-    ax_orig.imshow(picture, cmap="gray" if picture.ndim == 2 else None, interpolation="lanczos")
-    ax_orig.set_xticks([])
-    ax_orig.set_yticks([])
+    if picture is not None:
+        ax_orig.imshow(picture, cmap="gray", vmin=0, vmax=255, interpolation="lanczos")
+    else:
+        ax_orig.text(0.5, 0.5, "cannot be\nopened", ha="center", va="center", color=RED, transform=ax_orig.transAxes)
+    _frame(ax_orig)
     ax_orig.set_title(_shorten(name), fontsize=9, fontweight="normal")
     seen = getattr(prediction, "image", None)
     if seen is not None:
         _digit(ax_seen, np.asarray(seen), "model input 28x28", fontsize=9)
     else:
-        ax_seen.axis("off")
+        ax_seen.text(0.5, 0.5, "nothing\nto classify", ha="center", va="center", color=GREY,
+                     transform=ax_seen.transAxes)
+        _frame(ax_seen)
+        ax_seen.set_title("model input 28x28", fontsize=9, fontweight="normal")
     probabilities = getattr(prediction, "probabilities", None)
     probabilities = np.zeros(10) if probabilities is None else np.asarray(probabilities, dtype=float)
     digit = getattr(prediction, "digit", None)
@@ -557,31 +562,49 @@ def _custom_row(axes, prediction, original) -> None:
     ax_bars.set_ylabel("probability")
     error = getattr(prediction, "error", None)
     if error:
-        verdict, color = f"error: {_shorten(str(error), 60)}", RED
+        verdict, color = "error: " + _wrap(str(error)), RED
     elif digit is None:
-        verdict, color = "no digit recognised", RED
+        verdict, color = "no digit: " + _wrap(str(getattr(prediction, "reason", None) or "not recognised")), RED
     else:
         verdict, color = f"predicted {digit} ({getattr(prediction, 'confidence', 0.0):.1%})", GREEN
-    ax_bars.set_title(verdict, color=color, fontsize=11)
+    ax_bars.set_title(verdict, color=color, fontsize=11 if "\n" not in verdict else 9.5)
 
 
-def _open_original(original) -> tuple[np.ndarray, str]:
-    """A picture to show, and its name; a file that cannot be opened becomes a grey square."""
+def _frame(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(True)
+        spine.set_color("#cccccc")
+        spine.set_linewidth(0.8)
+
+
+def _wrap(text: str, width: int = 58) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width, max_lines=2, placeholder="…"))
+
+
+def _open_original(original) -> tuple[np.ndarray | None, str]:
+    """A picture to show (uint8 grey or RGB), and its name; None when it cannot be opened."""
+    import io
+
     from PIL import Image, ImageOps
 
     if original is None:
-        return np.full((28, 28), 200, np.uint8), "(no original)"
+        return None, "(no original)"
     if isinstance(original, np.ndarray):
-        return original, "(array)"
-    if isinstance(original, Image.Image):
-        return np.asarray(ImageOps.exif_transpose(original).convert("RGB")), "(image)"
+        array = np.asarray(original)
+        return (array * 255).astype(np.uint8) if array.dtype.kind == "f" else array.astype(np.uint8), "(array)"
+    name = "(image)" if isinstance(original, (bytes, bytearray, Image.Image)) else Path(str(original)).name
     try:
-        with Image.open(original) as im:
-            im = ImageOps.exif_transpose(im)
-            im.thumbnail((400, 400))
-            return np.asarray(im.convert("RGB")), Path(original).name
-    except (OSError, ValueError):
-        return np.full((28, 28), 200, np.uint8), Path(str(original)).name
+        image = original if isinstance(original, Image.Image) else Image.open(
+            io.BytesIO(original) if isinstance(original, (bytes, bytearray)) else original)
+        image = ImageOps.exif_transpose(image)
+        image.thumbnail((400, 400))  # enough for a 2.6-inch panel; keeps huge photos cheap
+        return np.asarray(image.convert("RGB")), name
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None, name
 
 
 def _percent(p: float) -> str:
