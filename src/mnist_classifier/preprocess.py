@@ -36,7 +36,11 @@ DRAFT_SIDE = 200     # JPEGs are decoded at 1/2, 1/4 or 1/8 scale (draft mode) w
 MIN_SIDE = 8         # anything smaller cannot hold a readable digit
 MIN_CONTRAST = 0.08  # ink must differ from the paper by 8% of its brightness, else the page is blank
 MIN_COHERENCE = 0.3  # neighbouring pixels of real strokes are correlated; noise is not
+STROKE_PEAK = 0.6    # a blob whose strongest pixel is under 60% of the typical stroke is shading, not ink
+LABEL_LEVEL = 0.25   # blobs are cut at a quarter of stroke strength; their fainter rims join afterwards
 SPECK_FRACTION = 0.05  # ink blobs lighter than 5% of the largest blob's ink are dust, not strokes
+
+_EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
 
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "bmp", "tif", "tiff", "gif", "webp")
 
@@ -265,6 +269,8 @@ class InkMap:
 
     ink: np.ndarray
     reason: str | None = None
+    raw: np.ndarray | None = None   # ink before contrast normalization and speck removal
+    level: float = 0.0              # typical stroke strength in ``raw``
     labels: np.ndarray | None = None
     kept: np.ndarray | None = None  # label ids of the blobs that are strokes, not specks
     dark_ink: bool = True
@@ -282,30 +288,37 @@ class InkMap:
 def ink_map(gray: np.ndarray) -> InkMap:
     """Find the ink: background and polarity, lighting-independent contrast, specks removed.
 
-    1. Polarity: the background is the bulk of the pixels (the median); ink is the tail that reaches
-       further from it - below it for pen on paper, above it for chalk or a drawing canvas.
-    2. Background: a uniform border means a clean scan or drawing and one background level; otherwise a
-       smooth local background (a high percentile over a window wider than a stroke) absorbs uneven
-       lighting and shadows, and ink is measured relative to it (1 - pixel / paper).
-    3. Contrast: the paper's own texture and JPEG noise (median + 4 robust deviations) map to 0, the typical
-       stroke (upper class of an Otsu split) maps to 1; an MNIST digit passes through unchanged.
-    4. Specks: connected blobs with little ink compared with the largest are dropped.
+    1. Background and polarity. A uniform border means a clean scan, drawing or MNIST digit: one
+       background level, and the ink is on the side the image's mean leans to. Otherwise (a photo) the
+       bulk of the pixels is the paper, the ink is the tail reaching further from it - below it for pen on
+       paper, above it for chalk or a canvas - and a smooth local background (a percentile over a window
+       wider than a stroke) absorbs uneven lighting and shadows.
+    2. Ink is measured against the background; for dark ink relative to the paper's brightness (reflected
+       light: the same pen looks darker where the light is brighter).
+    3. Contrast: the paper's texture and JPEG noise (median + 4 robust deviations) map to 0, the typical
+       stroke (90th percentile above an Otsu split) maps to 1.
+    4. Specks: light blobs away from the main strokes are dropped.
     """
     g = np.asarray(gray, dtype=np.float32)
     if float(g.max() - g.min()) < 2 / 255:
         return _no_ink(g, "uniform image (a single colour, no ink)")
-    small = _downsample_for_stats(g)
-    dark_ink = _is_dark_ink(small)
+    border = np.sort(np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]]))
+    low, mid, high = (float(border[int(q * (border.size - 1))]) for q in (0.1, 0.5, 0.9))
+    if high - low < 0.04:
+        dark_ink = float(g.mean()) < mid
+        background = np.float32(1.0 - mid if dark_ink else mid)
+    else:
+        small = _downsample_for_stats(g)
+        dark_ink = _is_dark_ink(small)
+        background = _local_background(1.0 - small if dark_ink else small, g.shape)
     if dark_ink:
-        g, small = 1.0 - g, 1.0 - small  # from here on: ink is bright on a dark background
-    background = _background(g, small)
-    ink = np.clip(g - background, 0.0, None)
+        g = 1.0 - g  # from here on ink is bright on a dark background
+    ink = np.maximum(g - background, np.float32(0))
     if dark_ink:
-        # Reflected light: the same pen is darker in brighter light, so relate ink to the paper's brightness.
-        paper = 1.0 - background
-        ink = np.where(paper > 0.05, ink / np.maximum(paper, 0.05), ink)
-    ink_m = InkMap(ink, dark_ink=dark_ink)
-    return _normalize_contrast(ink_m)
+        ink /= np.maximum(1.0 - background, np.float32(0.05))
+    # A clean image's border is pure background: its noise is the noise to ignore.
+    noise = np.concatenate([ink[0], ink[-1], ink[:, 0], ink[:, -1]]) if high - low < 0.04 else None
+    return _normalize_contrast(InkMap(ink, dark_ink=dark_ink), noise)
 
 
 def _no_ink(g: np.ndarray, reason: str) -> InkMap:
@@ -317,63 +330,75 @@ def _downsample_for_stats(g: np.ndarray, side: int = 64) -> np.ndarray:
     return _reduce(g, max(g.shape) // factor) if factor > 1 else g
 
 
+def _quantiles(values: np.ndarray, qs) -> list[float]:
+    """Nearest-rank quantiles via one partition (np.percentile's overhead dominates on small images)."""
+    flat = values.ravel()
+    ranks = [min(flat.size - 1, int(q * (flat.size - 1) + 0.5)) for q in qs]
+    part = np.partition(flat, sorted(set(ranks)))
+    return [float(part[r]) for r in ranks]
+
+
 def _is_dark_ink(small: np.ndarray) -> bool:
-    low, median, high = np.percentile(small, [1, 50, 99])
+    low, median, high = _quantiles(small, (0.01, 0.5, 0.99))
     return bool((median - low) > (high - median))
 
 
-def _background(g: np.ndarray, small: np.ndarray) -> np.ndarray | np.float32:
-    """Background level(s) of bright-ink-on-dark ``g``: one number for clean images, a field for photos."""
-    border = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
-    low, mid, high = np.percentile(border, [10, 50, 90])
-    if high - low < 0.04 and abs(float(np.median(small)) - mid) < 0.04:
-        return np.float32(mid)
-    # Uneven: dark background with bright ink -> the background is a LOW percentile around each point.
+def _local_background(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Smooth background field of a bright-ink-on-dark image.
+
+    A grey opening (min then max filter; separable, so cheap) wider than any stroke removes the strokes
+    and keeps the slowly varying paper; a box blur of the same width smooths its blockiness.
+    """
     window = max(3, min(small.shape) // 4)
-    field = ndimage.percentile_filter(small, 10, size=window, mode="nearest")
-    field = ndimage.uniform_filter(field, size=window, mode="nearest")
-    if field.shape == g.shape:
+    field = ndimage.grey_opening(small, size=(window, window), mode="nearest")
+    # Opening keeps shadow edges sharp; smooth only its blocks, not the edges, or they come back as "ink".
+    field = ndimage.uniform_filter(field, size=max(3, window // 3), mode="nearest")
+    if field.shape == shape:
         return field
-    img = Image.fromarray(field, mode="F").resize((g.shape[1], g.shape[0]), Image.BILINEAR)
+    img = Image.fromarray(field, mode="F").resize((shape[1], shape[0]), Image.BILINEAR)
     return np.asarray(img, dtype=np.float32)
+
+
+_OTSU_BINS = 64
+_OTSU_CENTRES = (np.arange(_OTSU_BINS) + 0.5) / _OTSU_BINS
 
 
 def _otsu(values: np.ndarray) -> float:
     """Otsu's threshold on values in [0, 1] (histogram-based, vectorized)."""
-    hist, edges = np.histogram(values, bins=64, range=(0.0, 1.0))
-    hist = hist.astype(np.float64)
-    centres = (edges[:-1] + edges[1:]) / 2
+    hist = np.bincount(np.minimum((values.ravel() * _OTSU_BINS).astype(np.intp), _OTSU_BINS - 1),
+                       minlength=_OTSU_BINS).astype(np.float64)
     w0 = np.cumsum(hist)
     w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centres)
+    m0 = np.cumsum(hist * _OTSU_CENTRES)
     mean0 = m0 / np.maximum(w0, 1)
     mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
     between = w0 * w1 * (mean0 - mean1) ** 2
-    return float(edges[int(np.argmax(between)) + 1])
+    return float(int(np.argmax(between)) + 1) / _OTSU_BINS
 
 
-def _normalize_contrast(m: InkMap) -> InkMap:
+def _normalize_contrast(m: InkMap, noise: np.ndarray | None = None) -> InkMap:
+    """Map background noise to 0 and typical strokes to 1; decide blank / noise / ink."""
     ink = m.ink
-    sample = ink if ink.size <= 16384 else ink.ravel()[:: ink.size // 16384]
-    median = float(np.median(sample))
-    spread = 1.4826 * float(np.median(np.abs(sample - median)))
-    floor = median + 4.0 * spread
-    top = float(sample.max())
+    top = float(ink.max())
     if top < MIN_CONTRAST:
         return _no_ink(ink, "blank image (no ink darker or lighter than the background)")
-    threshold = _otsu(np.clip(ink, 0, 1))
+    sample = ink if ink.size <= 16384 else ink.ravel()[:: ink.size // 16384]
+    noise = sample if noise is None else noise
+    median = _quantiles(noise, (0.5,))[0]
+    floor = median + 4.0 * 1.4826 * _quantiles(np.abs(noise - median), (0.5,))[0]
+    threshold = _otsu(np.minimum(sample, 1.0))
     strokes = ink[ink > max(threshold, floor)]
     if strokes.size == 0:
-        return _no_ink(ink, "no digit: only noise, no strokes stand out from the background")
-    level = float(np.percentile(strokes, 90))
-    if level - floor < MIN_CONTRAST or floor > 0.5 * level:
-        return _no_ink(ink, "no digit: only noise, no strokes stand out from the background")
+        return _no_ink(ink, "blank image (no ink darker or lighter than the background)")
+    level = _quantiles(strokes, (0.9,))[0]
     if level - median < MIN_CONTRAST:
         return _no_ink(ink, "blank image (no ink darker or lighter than the background)")
+    if level - floor < MIN_CONTRAST or floor > 0.5 * level:
+        return _no_ink(ink, "no digit: only noise, no strokes stand out from the background")
     norm = np.clip((ink - floor) / (level - floor), 0.0, 1.0)
     if _coherence(norm) < MIN_COHERENCE:
         return _no_ink(ink, "no digit: the image looks like noise, not pen strokes")
-    return _drop_specks(InkMap(norm, dark_ink=m.dark_ink))
+    return _drop_specks(InkMap(norm, dark_ink=m.dark_ink, raw=np.minimum(ink, 1.0), level=level))
 
 
 def _coherence(x: np.ndarray) -> float:
@@ -388,18 +413,43 @@ def _coherence(x: np.ndarray) -> float:
 
 
 def _drop_specks(m: InkMap) -> InkMap:
-    labels, count = ndimage.label(m.ink > 0, structure=np.ones((3, 3), dtype=bool))
+    """Label the ink blobs; keep the strokes, drop dust, texture and shadow edges.
+
+    Blobs are the connected pixels above a quarter of stroke strength (so a faint shadow edge does not
+    join a digit it touches); each kept blob then takes back its faint anti-aliased rim. A blob is a
+    stroke if it reaches full strength somewhere and holds at least 5% of the largest stroke's ink; a
+    lighter blob inside the box of the strokes (a broken-off piece of a stroke) stays too.
+    """
+    ink = m.ink
+    labels, count = ndimage.label(ink > LABEL_LEVEL, structure=_EIGHT_NEIGHBOURS)
     if count == 0:
-        return _no_ink(m.ink, "blank image (no ink darker or lighter than the background)")
-    mass = np.bincount(labels.ravel(), weights=m.ink.ravel(), minlength=count + 1)[1:]
-    kept = np.flatnonzero(mass >= SPECK_FRACTION * mass.max()) + 1
-    if mass.max() < 0.3 * mass.sum() and kept.size > 12:
-        return _no_ink(m.ink, "no digit: ink is scattered dots, not strokes")
-    if kept.size < count:
-        keep = np.zeros(count + 1, dtype=bool)
-        keep[kept] = True
-        m.ink = np.where(keep[labels], m.ink, np.float32(0))
-    m.labels, m.kept = labels, kept
+        return _no_ink(ink, "blank image (no ink darker or lighter than the background)")
+    inked = labels > 0
+    mass = np.bincount(labels[inked], weights=ink[inked], minlength=count + 1)[1:]
+    if mass.max() < 0.3 * mass.sum() and count > 12:
+        return _no_ink(ink, "no digit: ink is scattered dots, not strokes")
+    peak = np.zeros(count + 1, dtype=np.float32)
+    np.maximum.at(peak, labels[inked], ink[inked])
+    peak = peak[1:]
+    mass = np.where(peak >= STROKE_PEAK, mass, 0.0)
+    if mass.max() <= 0:
+        return _no_ink(ink, "blank image (no ink darker or lighter than the background)")
+    major = mass >= SPECK_FRACTION * mass.max()
+    keep = major
+    if not major.all():
+        boxes = np.array([(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in ndimage.find_objects(labels)])
+        x0, y0 = boxes[major, 0].min(), boxes[major, 1].min()
+        x1, y1 = boxes[major, 2].max(), boxes[major, 3].max()
+        margin_x, margin_y = 0.1 * (x1 - x0), 0.1 * (y1 - y0)
+        inside = ((boxes[:, 0] >= x0 - margin_x) & (boxes[:, 1] >= y0 - margin_y)
+                  & (boxes[:, 2] <= x1 + margin_x) & (boxes[:, 3] <= y1 + margin_y))
+        keep = major | (inside & (peak >= STROKE_PEAK / 2))
+    kept_labels = np.where(np.concatenate([[False], keep])[labels], labels, 0)
+    # Give each kept blob its rim: the faint edge pixels next to it (one pixel out).
+    grown = ndimage.grey_dilation(kept_labels, footprint=_EIGHT_NEIGHBOURS)
+    grown = np.where((kept_labels > 0) | ((ink > 0) & (labels == 0)), grown, 0)
+    m.ink = np.where(grown > 0, ink, np.float32(0))
+    m.labels, m.kept = grown, np.flatnonzero(keep) + 1
     return m
 
 
@@ -454,7 +504,26 @@ def normalize_digit(gray: np.ndarray) -> tuple[np.ndarray | None, str | None]:
     m = ink_map(gray)
     if m.reason:
         return None, m.reason
+    if _already_mnist(m):
+        return m.raw, None
     return fit_to_mnist(m.ink), None
+
+
+def _already_mnist(m: InkMap) -> bool:
+    """A 28x28 digit with strong ink, about 20 px tall or wide and centred by mass: leave it alone.
+
+    Re-cropping it would undo MNIST's own choices (which pieces count as ink, how the box was rounded).
+    """
+    raw = m.raw
+    if raw is None or raw.shape != (MNIST_SIDE, MNIST_SIDE) or m.level < 0.8:
+        return False
+    rows, cols = np.flatnonzero(raw.max(axis=1) > 0.05), np.flatnonzero(raw.max(axis=0) > 0.05)
+    if rows.size == 0 or not 16 <= max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 <= 22:
+        return False
+    total = float(raw.sum())
+    index = np.arange(MNIST_SIDE, dtype=np.float32)
+    cy, cx = float(raw.sum(axis=1) @ index) / total, float(raw.sum(axis=0) @ index) / total
+    return abs(cy - MNIST_CENTRE) <= 1.0 and abs(cx - MNIST_CENTRE) <= 1.0
 
 
 def preprocess_image(source, name: str | None = None) -> tuple[np.ndarray | None, str | None]:
