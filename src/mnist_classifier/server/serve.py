@@ -32,7 +32,7 @@ def serve(model=None, host: str = "127.0.0.1", port: int = 8000, device: str = "
     options = dict(host=host, port=port, access_log=False,  # our own request log line carries the latency
                    log_config=_log_config(), timeout_graceful_shutdown=5)
     if workers == 1:
-        app = create_app(model, device=device, log_requests=log_requests)
+        app = create_app(model, device=device, log_requests=log_requests, torch_threads=torch_threads(1))
         uvicorn.run(app, **options)
         return
     read_metadata(model or pretrained_path())  # a bad model file: one clear line now, not one per worker
@@ -43,15 +43,17 @@ def serve(model=None, host: str = "127.0.0.1", port: int = 8000, device: str = "
 
 def app_from_environment():
     """The app factory each worker process calls (settings come from the parent through the environment)."""
-    import torch
-
     from .app import create_app
 
     settings = json.loads(os.environ.get(_SETTINGS_ENV, "{}"))
-    # Workers share the machine's cores; without this each would start one torch thread per core.
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, settings.get("workers", 1))))
     return create_app(settings.get("model"), device=settings.get("device", "auto"),
-                      log_requests=settings.get("log_requests", True))
+                      log_requests=settings.get("log_requests", True),
+                      torch_threads=torch_threads(settings.get("workers", 1)))
+
+
+def torch_threads(workers: int) -> int:
+    """Per process: its share of the cores, less one for the event loop (HTTP, uploads, JSON), at least 1."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers) - 1)
 
 
 def _log_config() -> dict:

@@ -1,0 +1,225 @@
+"""Load benchmark for `mnist-classifier serve`: predictions/s and latency at 1, 8 and 32 concurrent clients.
+
+    .venv/bin/python benchmarks/bench_server.py                 # -> benchmarks/results/server.json
+    .venv/bin/python benchmarks/bench_server.py --workers 2 --requests 2000 --no-browser
+
+Starts the real server (the CLI, as a user would) on 127.0.0.1 on a free port, then drives it with a lean
+keep-alive HTTP/1.1 client (raw asyncio streams: a heavyweight client would steal the CPU it measures).
+Each client sends a multipart PNG upload of a real MNIST test digit, waits for the answer, sends the next;
+every answer is checked (HTTP 200 and the right digit). Bounded: at most --requests per level and
+--seconds per level, loopback only. With Chromium present it also measures, in a real browser, page
+load to interactive and pen lift to prediction on screen. Prints a table; saves JSON; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "server.json"
+TARGETS = {"predictions_per_s_at_32": 500, "p99_ms_at_32": 50, "page_interactive_ms": 1000,
+           "pen_lift_to_prediction_ms": 150}
+BOUNDARY = "mnistbench"
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--concurrency", default="1,8,32", help="comma-separated client counts (default: 1,8,32)")
+    p.add_argument("--requests", type=int, default=3000, help="at most this many requests per level")
+    p.add_argument("--seconds", type=float, default=10.0, help="at most this long per level")
+    p.add_argument("--warmup", type=int, default=300, help="requests sent (and not counted) before measuring")
+    p.add_argument("--workers", type=int, default=1, help="server processes (mnist-classifier serve --workers)")
+    p.add_argument("--model", default=None, help="model file (default: the shipped model)")
+    p.add_argument("--browser", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure page load and pen-lift latency in headless Chromium")
+    p.add_argument("--out", default=str(RESULTS), help="JSON file to write")
+    return p.parse_args()
+
+
+# ---------------------------------------------------------------- server
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int, workers: int, model: str | None) -> subprocess.Popen:
+    command = [sys.executable, "-m", "mnist_classifier.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", str(workers)] + (["--model", model] if model else [])
+    # The request log is written as in real use, to a file nobody reads during the run.
+    log = open(tempfile.gettempdir() + f"/bench_server_{port}.log", "w")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"the server exited with code {server.returncode}; see {log.name}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+                if response.status == 200:
+                    return server
+        except OSError:
+            time.sleep(0.2)
+    server.kill()
+    raise SystemExit("the server did not become ready within 60 s")
+
+
+# ---------------------------------------------------------------- payloads
+
+def payloads(count: int = 200) -> list[tuple[bytes, int]]:
+    """(HTTP request bytes, expected digit) for real MNIST test digits, PNG-encoded as users would upload."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from mnist_classifier.data import load_mnist
+
+    data = load_mnist(os.environ.get("MNIST_DATA") or ROOT.parent / "shared" / "mnist", progress=False)
+    requests = []
+    for i in range(count):
+        buffer = io.BytesIO()
+        Image.fromarray(255 - data.test_images[i]).save(buffer, "PNG")  # dark ink on white, like a scan
+        requests.append((http_request(buffer.getvalue(), f"digit{i}.png"), int(data.test_labels[i])))
+    return requests
+
+
+def http_request(png: bytes, name: str) -> bytes:
+    body = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + png + f"\r\n--{BOUNDARY}--\r\n".encode()
+    head = (f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
+            f"boundary={BOUNDARY}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    return head + body
+
+
+# ---------------------------------------------------------------- load
+
+async def one_client(port, requests, budget, stop_at, latencies, failures, offset):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    i = offset
+    try:
+        while budget[0] > 0 and time.perf_counter() < stop_at:
+            budget[0] -= 1
+            request, digit = requests[i % len(requests)]
+            i += 1
+            start = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            body = await reader.readexactly(length)
+            latencies.append(time.perf_counter() - start)
+            if not head.startswith(b"HTTP/1.1 200") or json.loads(body)["digit"] != digit:
+                failures.append(head.split(b"\r\n")[0].decode() + " " + body[:120].decode(errors="replace"))
+    finally:
+        writer.close()
+
+
+async def load_level(port, requests, clients, max_requests, seconds):
+    latencies, failures, budget = [], [], [max_requests]
+    start = time.perf_counter()
+    await asyncio.gather(*(one_client(port, requests, budget, start + seconds, latencies, failures, k * 7)
+                           for k in range(clients)))
+    wall = time.perf_counter() - start
+    ms = np.array(latencies) * 1000
+    return {"clients": clients, "requests": len(latencies), "seconds": round(wall, 3),
+            "predictions_per_s": round(len(latencies) / wall, 1), "errors": len(failures),
+            "p50_ms": round(float(np.percentile(ms, 50)), 2), "p90_ms": round(float(np.percentile(ms, 90)), 2),
+            "p99_ms": round(float(np.percentile(ms, 99)), 2), "max_ms": round(float(ms.max()), 2),
+            "first_errors": failures[:3]}
+
+
+# ---------------------------------------------------------------- browser
+
+def browser_figures(port: int, rounds: int = 5) -> dict:
+    """Median page load-to-interactive and pen-lift-to-prediction, in headless Chromium, over a few rounds."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import CHROMIUM_ARGS, chromium_path
+    from playwright.sync_api import sync_playwright
+
+    loads, lifts = [], []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1000, "height": 800})
+        for _ in range(rounds):
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_function("window.mnistApp && window.mnistApp.readyMs !== null")
+            loads.append(page.evaluate("window.mnistApp.readyMs"))
+            box = page.locator("#pad").bounding_box()
+            page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.15)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.85, steps=12)
+            page.mouse.up()
+            page.wait_for_function("window.mnistApp.penLiftToPredictionMs !== null")
+            lifts.append(page.evaluate("window.mnistApp.penLiftToPredictionMs"))
+        browser.close()
+    return {"page_interactive_ms": round(statistics.median(loads), 1),
+            "pen_lift_to_prediction_ms": round(statistics.median(lifts), 1), "rounds": rounds}
+
+
+# ---------------------------------------------------------------- main
+
+def main() -> int:
+    args = parse_args()
+    try:
+        import uvloop  # the client's own overhead stays small with it
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
+    requests = payloads()
+    port = free_port()
+    server = start_server(port, args.workers, args.model)
+    try:
+        asyncio.run(load_level(port, requests, 8, args.warmup, 30))
+        levels = []
+        for clients in (int(c) for c in args.concurrency.split(",")):
+            level = asyncio.run(load_level(port, requests, clients, args.requests, args.seconds))
+            levels.append(level)
+            print(f"{clients:>3} clients: {level['predictions_per_s']:>7.1f} predictions/s  p50 {level['p50_ms']:6.2f} ms"
+                  f"  p90 {level['p90_ms']:6.2f} ms  p99 {level['p99_ms']:6.2f} ms  errors {level['errors']}"
+                  f"  ({level['requests']} requests in {level['seconds']:.1f} s)")
+        browser = {}
+        if args.browser:
+            try:
+                browser = browser_figures(port)
+                print(f"page load to interactive {browser['page_interactive_ms']:.0f} ms; "
+                      f"pen lift to prediction {browser['pen_lift_to_prediction_ms']:.0f} ms (median of {browser['rounds']})")
+            except Exception as exc:  # no Chromium here: the load figures still stand
+                browser = {"skipped": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+                print(f"browser figures skipped: {browser['skipped']}")
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    save(args, levels, browser)
+    return 0
+
+
+def save(args, levels, browser) -> None:
+    result = {
+        "benchmark": "server", "endpoint": "POST /v1/predict (multipart PNG of an MNIST test digit)",
+        "workers": args.workers, "levels": levels, "browser": browser, "targets": TARGETS,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.part")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, out)  # atomic: a half-written result never replaces a whole one
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
