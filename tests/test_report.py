@@ -1,0 +1,175 @@
+"""The HTML report: built by the real CLI, numbers identical to `evaluate --json`, checked in headless Chromium."""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import io
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from mnist_classifier import persist
+from mnist_classifier.cli import build_parser, main
+from mnist_classifier.report import FIGURES, _training_section, build_report, report_dir_for
+
+EVALUATE_KEYS = ["model", "architecture", "accuracy", "loss", "n", "errors", "per_class", "macro_f1",
+                 "most_confused", "confusion_matrix"]
+
+
+def cli_json(*args) -> dict:
+    """Run the command-line entry point in this process (imports are paid once) and parse what it prints."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main([str(a) for a in args]) == 0
+    return json.loads(printed.getvalue())
+
+
+@pytest.fixture(scope="module")
+def shipped_report(tmp_path_factory, mnist_dir):
+    """`mnist-classifier report --json` on the shipped model, and `evaluate --json` of the same model."""
+    out = tmp_path_factory.mktemp("report") / "shipped"
+    made = cli_json("report", "--out", out, "--data-dir", mnist_dir, "--json")
+    evaluated = cli_json("evaluate", "--data-dir", mnist_dir, "--json")
+    return SimpleNamespace(out=out, printed=made, evaluated=evaluated)
+
+
+def embedded_numbers(page: str) -> dict:
+    match = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S)
+    return json.loads(match.group(1))
+
+
+def test_report_folder_has_page_json_and_every_figure(shipped_report):
+    out = shipped_report.out
+    assert (out / "index.html").is_file() and (out / "report.json").is_file()
+    for stem, _, _ in FIGURES:
+        figure = out / "figures" / f"{stem}.png"
+        assert figure.is_file() and figure.stat().st_size > 5_000, stem
+        assert shipped_report.printed["figures"][stem] == str(figure)
+    assert shipped_report.printed["index"] == str(out / "index.html")
+
+
+def test_report_numbers_equal_evaluate_json(shipped_report):
+    evaluated = shipped_report.evaluated
+    saved = json.loads((shipped_report.out / "report.json").read_text())
+    page = (shipped_report.out / "index.html").read_text()
+    embedded = embedded_numbers(page)
+    for key in EVALUATE_KEYS:
+        assert shipped_report.printed[key] == evaluated[key], key
+        assert saved[key] == evaluated[key], key
+        assert embedded[key] == evaluated[key], key
+    assert evaluated["accuracy"] >= 0.985 and evaluated["n"] == 10000
+
+    # What a person reads on the page is the same numbers, rounded for display.
+    text = html.unescape(re.sub(r"<[^>]+>", " ", page))
+    assert f"{evaluated['accuracy']:.2%}" in text and f"{evaluated['accuracy']:.6f}" in text
+    assert f"{evaluated['loss']:.4f}" in text
+    assert f"{evaluated['macro_f1']:.4f}" in text
+    for digit, row in evaluated["per_class"].items():
+        cells = [f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", f"{row['support']:,}"]
+        assert re.search(rf"\b{digit}\s+" + r"\s+".join(map(re.escape, cells)), text), digit
+    for pair in evaluated["most_confused"][:3]:
+        assert f"{pair['true']} → {pair['predicted']} {pair['count']}" in re.sub(r"\s+", " ", text)
+
+
+def test_report_page_is_self_contained(shipped_report):
+    page = (shipped_report.out / "index.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["'](https?:)?//""", page), "no remote resources"
+    assert "@import" not in page and "<link" not in page
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert len(sources) == len(FIGURES)
+    assert all((shipped_report.out / source).is_file() for source in sources)
+
+
+def test_report_page_in_headless_chromium(shipped_report, browser, artifacts_dir):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    failed, requested = [], []
+    page.on("requestfailed", lambda request: failed.append(request.url))
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto((shipped_report.out / "index.html").as_uri(), wait_until="load")
+    assert failed == []
+    assert requested and all(url.startswith("file://") for url in requested), requested
+    shown = page.inner_text("#accuracy")
+    assert shown == f"{shipped_report.evaluated['accuracy']:.2%}"
+    assert page.inner_text("#card-accuracy").startswith(shown)
+    widths = page.eval_on_selector_all("img", "images => images.map(i => i.complete ? i.naturalWidth : 0)")
+    assert len(widths) == len(FIGURES) and min(widths) > 500, widths  # every figure decoded
+    assert page.locator("#no-history").count() == 0
+    page.screenshot(path=str(artifacts_dir / "report.png"), full_page=True)
+    page.close()
+
+
+def test_model_without_history_gets_a_report_that_says_so(pretrained, mnist, tmp_path):
+    bare = persist.save_model(tmp_path / "bare.safetensors", pretrained.model, pretrained.metadata["architecture"],
+                              pretrained.metadata["config"])
+    assert "history" not in persist.read_metadata(bare)
+    report = build_report(bare, tmp_path / "bare-report", data=mnist, device="cpu")
+    page = report.index.read_text()
+    assert 'id="no-history"' in page and "no training history" in page
+    assert "training_history" not in report.figures and len(report.figures) == len(FIGURES) - 1
+    assert report.summary["history_available"] is False
+    assert report.summary["accuracy"] >= 0.985
+    assert "Training settings" in page and "Not recorded" in page
+
+
+@pytest.mark.parametrize("history", [None, {}, {"epoch": [], "train_loss": [], "best_epoch": None}])
+def test_empty_history_section(history, tmp_path):
+    section = _training_section({"history": history} if history is not None else {}, {}, tmp_path)
+    assert 'id="no-history"' in section and "<img" not in section
+
+
+def one_line_error(capsys, argv) -> str:
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    return err
+
+
+def test_missing_and_corrupt_model_files(tmp_path, capsys):
+    out = tmp_path / "out"
+    err = one_line_error(capsys, ["report", str(tmp_path / "nope.safetensors"), "--out", str(out)])
+    assert err == f"mnist-classifier report: error: {tmp_path / 'nope.safetensors'}: model file not found"
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00" * 64)
+    err = one_line_error(capsys, ["report", str(corrupt), "--out", str(out)])
+    assert str(corrupt) in err and "not a readable safetensors model file" in err
+    assert not out.exists()  # nothing written for a model that cannot be read
+
+
+@pytest.mark.parametrize("where", ["file", "below-file"])
+def test_unwritable_output_folder(tmp_path, capsys, pretrained_path, where):
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file, not a folder")
+    out = blocker if where == "file" else blocker / "report"
+    err = one_line_error(capsys, ["report", str(pretrained_path), "--out", str(out)])
+    assert err.startswith(f"mnist-classifier report: error: {out}: cannot write the report there (")
+
+
+def test_train_writes_the_report_next_to_the_model(mnist, tmp_path, monkeypatch, capsys):
+    """The real `train` command on a 3,000-digit slice of MNIST (so it takes seconds), report included."""
+    import mnist_classifier.data
+
+    small = SimpleNamespace(train_images=mnist.train_images[:3000], train_labels=mnist.train_labels[:3000],
+                            test_images=mnist.test_images[:2000], test_labels=mnist.test_labels[:2000],
+                            sha256=mnist.sha256)
+    monkeypatch.setattr(mnist_classifier.data, "load_mnist", lambda *args, **kwargs: small)
+    model = tmp_path / "models" / "quick.safetensors"
+    assert main(["train", "-a", "cnn-fast", "--epochs", "2", "--validation-split", "0.2", "--out", str(model),
+                 "--quiet", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    folder = report_dir_for(model)
+    assert folder == tmp_path / "models" / "quick-report"
+    assert summary["report"] == str(folder / "index.html")
+    assert (folder / "figures" / "training_history.png").is_file()
+    saved = json.loads((folder / "report.json").read_text())
+    assert saved["accuracy"] == summary["accuracy"] and saved["n"] == 2000
+    assert saved["history_available"] and len(saved["metadata"]["history"]["epoch"]) == 2
+    assert "2 epochs" in (folder / "index.html").read_text()
+
+
+def test_train_report_opt_out():
+    assert build_parser().parse_args(["train", "--no-report"]).report is False
+    assert build_parser().parse_args(["train"]).report is True
