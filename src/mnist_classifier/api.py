@@ -124,6 +124,62 @@ class MNISTClassifier:
         self.evaluation = None
         return self.model
 
+    # ---- images
+
+    def _image_predictor(self):
+        """A Predictor over the current model (the shipped one if none is built or loaded), reused."""
+        from .predict import Predictor
+
+        if self.model is None:
+            self.load_model()
+        cached = getattr(self, "_predictor_cache", None)
+        if cached is None or cached[0] is not self.model:
+            loaded = persist.LoadedModel(self.model, self.metadata or {"architecture": self.architecture},
+                                         Path("(in memory)"))
+            cached = (self.model, Predictor(loaded))
+            self._predictor_cache = cached
+        return cached[1]
+
+    def classify_image(self, image_path):
+        """Read one image file; returns ``(digit, confidence)``, or ``(None, 0.0)`` when it holds no digit.
+
+        Raises ImageError (one line naming the file) if the file cannot be read as an image.
+        """
+        from .errors import ImageError
+
+        prediction = self._image_predictor().predict(image_path)
+        if prediction.error:
+            raise ImageError(prediction.error)
+        return prediction.digit, prediction.confidence
+
+    def classify_images_in_directory(self, directory, image_extensions=(".png", ".jpg", ".jpeg", ".bmp", ".tif",
+                                                                       ".tiff", ".gif", ".webp"),
+                                     recursive: bool = False) -> list[dict]:
+        """Classify every image in a folder (extensions case-insensitive); one ``predict --json`` row per
+        file plus its ``filename``. Unreadable files get an ``error`` and the rest go on."""
+        from .errors import ImageError
+        from .predict import collect_images
+
+        folder = Path(directory)
+        if not folder.is_dir():
+            raise ImageError(f"{folder}: not a directory")
+        paths = collect_images([folder], recursive=recursive, extensions=[e.lstrip(".") for e in image_extensions])
+        predictions = self._image_predictor().predict_many(paths)
+        return [{"filename": Path(p.path).name, **p.to_dict()} for p in predictions]
+
+    def preprocess_custom_image(self, image_path) -> np.ndarray:
+        """The (28, 28) float32 array in [0, 1] (light ink on dark, MNIST-style) the model sees for an image.
+
+        Raises ImageError if the file cannot be read or holds no digit (blank, uniform, noise).
+        """
+        from .errors import ImageError
+        from .preprocess import preprocess_image, source_name
+
+        image, reason = preprocess_image(image_path)
+        if image is None:
+            raise ImageError(f"{source_name(image_path)}: no digit: {reason}")
+        return image
+
     # ---- figures
 
     def _figure_path(self, name: str) -> Path:

@@ -185,9 +185,64 @@ def run_serve(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- predict
+
+def add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="read digits (or numbers) from image files and folders",
+                       description="Classify the digit in each image: PNG, JPEG, BMP, TIFF, GIF, WebP; scans, "
+                                   "photos and drawings, dark ink on light paper or light on dark. Folders and "
+                                   "glob patterns are expanded. Exit code 1 if any file could not be read.")
+    _model_argument(p, positional=False)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
+    p.add_argument("--json", action="store_true", help="print a JSON array, one object per image")
+    p.add_argument("--csv", metavar="FILE", help="also write the results to a CSV file")
+    p.add_argument("--number", action="store_true", help="read a multi-digit number on one line per image")
+    p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
+    p.add_argument("--ext", default=None, metavar="EXTS",
+                   help="comma-separated extensions taken from folders, case-insensitive "
+                        "(default: png,jpg,jpeg,bmp,tif,tiff,gif,webp)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="confidence below which an answer is flagged uncertain (default: 0.6)")
+    p.add_argument("--top-k", type=int, default=3, help="alternatives listed per image in --json (default: 3)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(run=run_predict)
+
+
+def run_predict(args) -> int:
+    from .errors import ConfigError
+    from .predict import DEFAULT_THRESHOLD, IMAGE_EXTENSIONS, Predictor, collect_images, format_table, write_csv
+
+    extensions = [e.strip() for e in args.ext.split(",") if e.strip()] if args.ext else list(IMAGE_EXTENSIONS)
+    paths = collect_images(args.paths, recursive=args.recursive, extensions=extensions)
+    if not paths:
+        raise ConfigError(f"no images found in {' '.join(args.paths)} (extensions: {', '.join(extensions)})")
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    if not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"--threshold must be between 0 and 1, got {threshold}")
+    predictor = Predictor(args.model, device=args.device, threshold=threshold, workers=args.workers,
+                          top_k=args.top_k)
+    progress = not args.quiet and sys.stderr.isatty() and len(paths) >= 500
+    if args.number:
+        results = predictor.read_numbers(paths, progress=progress)
+    else:
+        results = predictor.predict_many(paths, progress=progress)
+    if args.csv:
+        write_csv(results, args.csv)
+    if args.json:
+        _print_json([r.to_dict() for r in results])
+    else:
+        print(format_table(results))
+    failed = sum(r.error is not None for r in results)
+    if failed and not args.json:
+        print(f"{failed} of {len(results)} files could not be read", file=sys.stderr)
+    return 1 if failed else 0
+
+
 # ---------------------------------------------------------------- entry point
 
-SUBCOMMANDS = [add_train, add_evaluate, add_report, add_serve]
+SUBCOMMANDS = [add_train, add_evaluate, add_report, add_serve, add_predict]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -233,7 +233,7 @@ class Predictor:
         segments, reason = segment_digits(gray)
         size = (gray.shape[1], gray.shape[0])
         if reason or not segments:
-            return NumberPrediction(path=label, reason=reason or "no digit found", size=_scaled(size, scale))
+            return NumberPrediction(path=label, reason=reason or "no ink found", size=_scaled(size, scale))
         probs = self.probabilities(np.stack([s.image for s in segments]))
         digits = [DigitRead(int(p.argmax()), float(p.max()), _scaled(s.box, scale), p.tolist(), s.image)
                   for s, p in zip(segments, probs)]
@@ -291,3 +291,64 @@ def _progress(items, enabled: bool, unit: str, per_item: int = 1, total: int | N
 
 def _scaled(box, scale: float):
     return tuple(int(round(v * scale)) for v in box)
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+CSV_FIELDS = ["path", "digit", "confidence", "uncertain", "reason", "error"] + [f"p{d}" for d in range(10)]
+NUMBER_CSV_FIELDS = ["path", "number", "confidence", "uncertain", "digits", "confidences", "boxes", "reason", "error"]
+
+
+def csv_rows(results) -> tuple[list[str], list[dict]]:
+    """Field names and flat rows for ``--csv`` (digits or numbers)."""
+    if results and isinstance(results[0], NumberPrediction):
+        rows = [{"path": r.path, "number": r.number or "", "confidence": f"{r.confidence:.6f}",
+                 "uncertain": int(r.uncertain), "digits": " ".join(str(d.digit) for d in r.digits),
+                 "confidences": " ".join(f"{d.confidence:.4f}" for d in r.digits),
+                 "boxes": " ".join(",".join(map(str, d.box)) for d in r.digits),
+                 "reason": r.reason or "", "error": r.error or ""} for r in results]
+        return NUMBER_CSV_FIELDS, rows
+    rows = []
+    for r in results:
+        row = {"path": r.path, "digit": "" if r.digit is None else r.digit, "confidence": f"{r.confidence:.6f}",
+               "uncertain": int(r.uncertain), "reason": r.reason or "", "error": r.error or ""}
+        row.update({f"p{d}": f"{p:.6f}" for d, p in enumerate(r.probabilities)})
+        rows.append(row)
+    return CSV_FIELDS, rows
+
+
+def write_csv(results, path) -> Path:
+    """Write ``results`` as CSV atomically: a temp file in the same folder, then a rename."""
+    import csv
+    import tempfile
+
+    fields, rows = csv_rows(results)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def format_table(results) -> str:
+    """A plain-text table, one line per input; errors and "no digit" reasons in the last column."""
+    numbers = bool(results) and isinstance(results[0], NumberPrediction)
+    width = min(60, max([len(str(r.path)) for r in results] + [4]))
+    head = f"{'path':<{width}}  {'number' if numbers else 'digit':>8}  confidence  note"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        path = str(r.path) if len(str(r.path)) <= width else "..." + str(r.path)[-(width - 3):]
+        value = (r.number if numbers else r.digit)
+        note = r.error or (f"no digit: {r.reason}" if r.reason else "") or ("uncertain" if r.uncertain else "")
+        shown = "-" if value is None else str(value)
+        confidence = f"{r.confidence:10.4f}" if value is not None else f"{'':>10}"
+        lines.append(f"{path:<{width}}  {shown:>8}  {confidence}  {note}".rstrip())
+    return "\n".join(lines)

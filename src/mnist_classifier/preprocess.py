@@ -394,10 +394,10 @@ def _normalize_contrast(m: InkMap, noise: np.ndarray | None = None) -> InkMap:
     if level - median < MIN_CONTRAST:
         return _no_ink(ink, "blank image (no ink darker or lighter than the background)")
     if level - floor < MIN_CONTRAST or floor > 0.5 * level:
-        return _no_ink(ink, "no digit: only noise, no strokes stand out from the background")
+        return _no_ink(ink, "only noise, no strokes stand out from the background")
     norm = np.clip((ink - floor) / (level - floor), 0.0, 1.0)
     if _coherence(norm) < MIN_COHERENCE:
-        return _no_ink(ink, "no digit: the image looks like noise, not pen strokes")
+        return _no_ink(ink, "the image looks like noise, not pen strokes")
     return _drop_specks(InkMap(norm, dark_ink=m.dark_ink, raw=np.minimum(ink, 1.0), level=level))
 
 
@@ -427,7 +427,7 @@ def _drop_specks(m: InkMap) -> InkMap:
     inked = labels > 0
     mass = np.bincount(labels[inked], weights=ink[inked], minlength=count + 1)[1:]
     if mass.max() < 0.3 * mass.sum() and count > 12:
-        return _no_ink(ink, "no digit: ink is scattered dots, not strokes")
+        return _no_ink(ink, "ink is scattered dots, not strokes")
     peak = np.zeros(count + 1, dtype=np.float32)
     np.maximum.at(peak, labels[inked], ink[inked])
     peak = peak[1:]

@@ -68,7 +68,7 @@ def segment_digits(gray: np.ndarray) -> tuple[list[Segment], str | None]:
             if box is not None:
                 segments.append(Segment(box, fit_to_mnist(part, box)))
     segments.sort(key=lambda s: (s.box[0] + s.box[2]) / 2)
-    return segments, None if segments else "no digit found"
+    return segments, None if segments else "no ink found"
 
 
 def _blobs(labels: np.ndarray, kept: np.ndarray) -> list[_Group]:
