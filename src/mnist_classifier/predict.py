@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import glob
 import os
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import ImageError
+from .errors import ConfigError
 from .inference import resolve_device, to_model_input
 from .persist import LoadedModel, load_model, pretrained_path
-from .preprocess import IMAGE_EXTENSIONS, _first_line, decode_image_scaled, prepare_batch, source_name
+from .preprocess import IMAGE_EXTENSIONS, prepare_batch, prepare_chunk, source_name
+from .segment import prepare_number, prepare_number_chunk
 
 DEFAULT_THRESHOLD = 0.6   # below this confidence an answer is flagged uncertain (still returned)
 DEFAULT_TOP_K = 3
@@ -158,7 +160,7 @@ class Predictor:
     """A loaded model plus the image pipeline. Thread-safe: nothing mutable is shared between calls."""
 
     def __init__(self, model=None, device: str = "auto", threshold: float = DEFAULT_THRESHOLD,
-                 workers: int | None = None, top_k: int = DEFAULT_TOP_K):
+                 workers: int | None = None, top_k: int = DEFAULT_TOP_K, pool: str = "process"):
         if isinstance(model, LoadedModel):
             loaded = model
         else:
@@ -167,9 +169,14 @@ class Predictor:
         self.metadata: dict = loaded.metadata
         self.model_path = str(loaded.path)
         self.device = next(self.model.parameters()).device
+        if not 0.0 <= float(threshold) <= 1.0:
+            raise ConfigError(f"threshold must be between 0 and 1, got {threshold}")
         self.threshold = float(threshold)
         self.workers = workers or os.cpu_count() or 1
         self.top_k = max(1, min(10, int(top_k)))
+        if pool not in ("process", "thread"):
+            raise ConfigError(f"pool must be 'process' or 'thread', got {pool!r}")
+        self.pool = pool  # processes: decoding is per-image Python that threads would serialize on the GIL
 
     # -------------------------------------------------------------- model
 
@@ -212,81 +219,101 @@ class Predictor:
         """Many inputs, in order. Decoding runs on all cores; a bad input costs only its own row."""
         sources = list(sources)
         labels = [source_name(s, n) for s, n in zip(sources, names or [None] * len(sources))]
-        prepared = self._prepare(sources, labels, progress)
-        results = []
-        for start in range(0, len(sources), MODEL_BATCH * 8):
-            stop = start + MODEL_BATCH * 8
-            results += self._classify(labels[start:stop], prepared[start:stop])
-        return results
+        results: list[Prediction] = []
+        pending_names, pending = [], []
+        for names_part, prepared in self._prepared_chunks(prepare_chunk, sources, labels, progress):
+            pending_names += names_part
+            pending += prepared
+            if len(pending) >= MODEL_BATCH * 4:
+                results += self._classify(pending_names, pending)
+                pending_names, pending = [], []
+        return results + self._classify(pending_names, pending)
 
     def read_number(self, source, name: str | None = None) -> NumberPrediction:
         """Read a multi-digit number written on one line. Bad input -> ``error``; never raises for it."""
-        from .segment import segment_digits
-
         label = source_name(source, name)
-        try:
-            gray, scale = decode_image_scaled(source, label, max_side=NUMBER_WORK_SIDE)
-        except ImageError as exc:
-            return NumberPrediction(path=label, error=str(exc))
-        except Exception as exc:
-            return NumberPrediction(path=label, error=f"{label}: cannot read image ({_first_line(exc)})")
-        segments, reason = segment_digits(gray)
-        size = (gray.shape[1], gray.shape[0])
+        return self._read_prepared(label, prepare_number(source, label))
+
+    def read_numbers(self, sources, progress: bool = False, names=None) -> list[NumberPrediction]:
+        """Many numbers, in order; segmentation runs on all cores."""
+        sources = list(sources)
+        labels = [source_name(s, n) for s, n in zip(sources, names or [None] * len(sources))]
+        results = []
+        for names_part, prepared in self._prepared_chunks(prepare_number_chunk, sources, labels, progress):
+            results += [self._read_prepared(n, p) for n, p in zip(names_part, prepared)]
+        return results
+
+    def _read_prepared(self, label, prepared) -> NumberPrediction:
+        segments, reason, error, scale, size = prepared
+        if error:
+            return NumberPrediction(path=label, error=error)
         if reason or not segments:
-            return NumberPrediction(path=label, reason=reason or "no ink found", size=_scaled(size, scale))
+            return NumberPrediction(path=label, reason=reason or "no ink found", size=size)
         probs = self.probabilities(np.stack([s.image for s in segments]))
         digits = [DigitRead(int(p.argmax()), float(p.max()), _scaled(s.box, scale), p.tolist(), s.image)
                   for s, p in zip(segments, probs)]
         return NumberPrediction(path=label, number="".join(str(d.digit) for d in digits), digits=digits,
-                                uncertain=any(d.confidence < self.threshold for d in digits),
-                                size=_scaled(size, scale))
-
-    def read_numbers(self, sources, progress: bool = False) -> list[NumberPrediction]:
-        sources = list(sources)
-        return [self.read_number(s) for s in _progress(sources, progress, "numbers")]
+                                uncertain=any(d.confidence < self.threshold for d in digits), size=size)
 
     # -------------------------------------------------------------- decoding in parallel
 
-    def _prepare(self, sources, labels, progress):
-        if len(sources) < PARALLEL_MIN or self.workers < 2:
-            chunks = [(sources[i:i + CHUNK], labels[i:i + CHUNK]) for i in range(0, len(sources), CHUNK)]
-            out = []
-            for chunk in _progress(chunks, progress and len(chunks) > 1, "images", CHUNK):
-                out += prepare_batch(*chunk)
-            return out
-        size = max(16, min(CHUNK, -(-len(sources) // (self.workers * 4))))
+    def _prepared_chunks(self, work, sources, labels, progress):
+        """Yield (labels, prepared) chunk by chunk, in order; workers run a bounded window ahead."""
+        parallel = len(sources) >= PARALLEL_MIN and self.workers > 1
+        size = CHUNK if not parallel else max(8, min(CHUNK, -(-len(sources) // (self.workers * 4))))
         chunks = [(sources[i:i + size], labels[i:i + size]) for i in range(0, len(sources), size)]
-        out = []
-        with ProcessPoolExecutor(max_workers=self.workers, mp_context=_pool_context()) as pool:
-            results = pool.map(_prepare_chunk, chunks)
-            for part in _progress(results, progress, "images", size, total=len(chunks)):
-                out += part
-        return out
+        bar = _progress_bar(progress and len(sources) > size, len(sources))
+        try:
+            if not parallel:
+                for chunk in chunks:
+                    yield chunk[1], work(chunk)
+                    bar.update(len(chunk[1])) if bar else None
+                return
+            with self._executor() as pool:
+                window = deque()
+                for chunk in chunks:
+                    window.append((chunk[1], pool.submit(work, chunk)))
+                    if len(window) >= self.workers * 4:
+                        yield self._next_done(window, bar)
+                while window:
+                    yield self._next_done(window, bar)
+        finally:
+            if bar:
+                bar.close()
 
+    @staticmethod
+    def _next_done(window, bar):
+        names, future = window.popleft()
+        prepared = future.result()
+        if bar:
+            bar.update(len(names))
+        return names, prepared
 
-NUMBER_WORK_SIDE = 640  # numbers are wide: keep more pixels than for one digit
-
-
-def _prepare_chunk(chunk):
-    return prepare_batch(*chunk)
+    def _executor(self):
+        if self.pool == "thread":
+            return ThreadPoolExecutor(max_workers=self.workers)
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=_pool_context())
 
 
 def _pool_context():
     import multiprocessing
+    import threading
 
-    # fork starts workers in milliseconds; they only decode images (no torch), so forking a process
-    # that has torch threads is safe here.
+    # fork starts workers in milliseconds, and they only run torch-free code (preprocess, segment), so
+    # torch's own thread pool is no obstacle. A process with other Python threads (a web server) may hold
+    # a lock at the moment of forking; there a fork server starts the workers cleanly instead.
     methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    if "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
-def _progress(items, enabled: bool, unit: str, per_item: int = 1, total: int | None = None):
+def _progress_bar(enabled: bool, total: int):
     if not enabled:
-        return items
+        return None
     from tqdm import tqdm
 
-    return tqdm(items, total=total, unit="chunk" if per_item > 1 else unit, desc=f"reading {unit}",
-                leave=False)
+    return tqdm(total=total, unit="img", desc="reading images", leave=False)
 
 
 def _scaled(box, scale: float):

@@ -544,3 +544,8 @@ def prepare_batch(sources: list, names: list | None = None) -> list[tuple[np.nda
         except Exception as exc:  # a decoder bug must cost one row, not the batch
             out.append((None, None, f"{source_name(source, name)}: cannot read image ({_first_line(exc)})"))
     return out
+
+
+def prepare_chunk(chunk: tuple[list, list]) -> list:
+    """prepare_batch for one (sources, names) chunk: the unit of work of the parallel decoders."""
+    return prepare_batch(*chunk)

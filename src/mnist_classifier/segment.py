@@ -13,12 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .preprocess import fit_to_mnist, ink_map
+from .errors import ImageError
+from .preprocess import _first_line, decode_image_scaled, fit_to_mnist, ink_map
 
 MERGE_OVERLAP = 0.5      # blobs whose columns overlap by half the narrower one belong to one digit
 FRAGMENT_HEIGHT = 0.35   # a blob under 35% of the line's height is a piece of a neighbour, not a digit
 DIGIT_ASPECT = 0.8       # width / height of a wide handwritten digit; wider blobs hold several digits
 SPLIT_AT = 1.25          # only blobs wider than 1.25 digit widths are split
+NUMBER_WORK_SIDE = 640   # numbers are wide: keep more pixels than for one digit
 
 
 @dataclass
@@ -133,3 +135,23 @@ def _tight_box(ink: np.ndarray) -> tuple[int, int, int, int] | None:
     if rows.size == 0:
         return None
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def prepare_number(source, label: str):
+    """Decode and segment one number image: (segments, reason, error, scale, (width, height)).
+
+    ``scale`` maps decoded pixels back to the original image's; never raises for a bad input.
+    """
+    try:
+        gray, scale = decode_image_scaled(source, label, max_side=NUMBER_WORK_SIDE)
+        segments, reason = segment_digits(gray)
+    except ImageError as exc:
+        return [], None, str(exc), 1.0, None
+    except Exception as exc:  # a decoder bug must cost one row, not the batch
+        return [], None, f"{label}: cannot read image ({_first_line(exc)})", 1.0, None
+    size = (round(gray.shape[1] * scale), round(gray.shape[0] * scale))
+    return segments, reason, None, scale, size
+
+
+def prepare_number_chunk(chunk: tuple[list, list]) -> list:
+    return [prepare_number(source, label) for source, label in zip(*chunk)]
