@@ -156,16 +156,18 @@ def _add_api_routes(app: FastAPI, service: Service) -> None:
             raise RequestError(422, result["error"])
         return _json(result)
 
-    @app.get("/v1/model", tags=["model"], summary="The model being served: metadata and test metrics")
+    @app.get("/v1/model", tags=["model"], summary="The model being served: metadata and test metrics",
+             responses={200: {"model": schemas.ModelInfo}})
     async def model_info():
         return service.model_info()
 
-    @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
+    @app.get("/healthz", tags=["health"], summary="Liveness: the process answers",
+             responses={200: {"model": schemas.Health}})
     async def healthz():
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["health"], summary="Readiness: the model is loaded and accepting work",
-             responses={503: {"model": schemas.ErrorBody}})
+             responses={200: {"model": schemas.Ready}, 503: {"model": schemas.ErrorBody}})
     async def readyz():
         if not service.ready:
             return JSONResponse({"status": "not ready", "detail": "the model is shutting down"}, status_code=503)

@@ -7,7 +7,7 @@ the hot path and duplicate the contract the pipeline already owns).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 from pydantic import BaseModel, Field
 
@@ -16,23 +16,59 @@ class ErrorBody(BaseModel):
     detail: str = Field(description="one line saying what is wrong", examples=["digit.png: cannot decode image"])
 
 
+class TopK(BaseModel):
+    digit: int
+    probability: float
+
+
 class Prediction(BaseModel):
     path: str = Field(description="the uploaded file's name ('image' for JSON, 'body' for a raw body)")
     digit: Optional[int] = Field(description="0-9, or null when the image holds no digit")
     confidence: float = Field(description="probability of `digit` (0-1)")
     probabilities: list[float] = Field(description="ten probabilities, for digits 0..9")
-    top_k: Any = Field(None, description="the most likely digits, best first")
+    top_k: list[TopK] = Field(description="the most likely digits, best first")
     error: Optional[str] = Field(None, description="null, or one line when the file could not be read")
     reason: Optional[str] = Field(None, description="why `digit` is null or uncertain")
     uncertain: Optional[bool] = Field(None, description="true when the best guess is below the threshold")
     image: Optional[list[list[float]]] = Field(None, description="the 28x28 grid the model saw: ink 1.0 on 0.0")
 
 
+class DigitRead(BaseModel):
+    digit: int
+    confidence: float
+    box: list[int] = Field(description="x0, y0, x1, y1 in the uploaded image's pixels")
+    probabilities: list[float]
+
+
 class NumberResult(BaseModel):
-    path: Optional[str] = None
+    path: str
     number: Optional[str] = Field(description="the digits read left to right, or null when none is found")
-    digits: Any = Field(None, description="one result per digit, with its box in the image")
+    digit: Optional[int] = Field(None, description="the digit when exactly one was found")
+    confidence: float = Field(description="the product of the digits' confidences: the whole number right")
+    probabilities: list[float] = Field(description="the single digit's ten probabilities (zeros otherwise)")
+    digits: list[DigitRead] = Field(description="one entry per digit, left to right")
+    size: Optional[list[int]] = Field(None, description="width, height of the uploaded image")
+    uncertain: bool = False
+    reason: Optional[str] = Field(None, description="why `number` is null")
     error: Optional[str] = None
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class Ready(BaseModel):
+    status: str = Field(examples=["ready"])
+    architecture: Optional[str] = Field(None, description="the served model's architecture")
+
+
+class ModelInfo(BaseModel):
+    """The model file's own metadata (architecture, config, training, metrics, history, ...) plus `server`."""
+
+    model_config = {"extra": "allow"}
+    architecture: str
+    metrics: dict = Field(description="test-set accuracy, loss, n, per-class figures, most confused pairs")
+    server: dict = Field(description="max_request_bytes, max_batch_files, batching statistics")
 
 
 _BINARY = {"type": "string", "format": "binary"}

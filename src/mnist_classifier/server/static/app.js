@@ -59,7 +59,7 @@ pad.addEventListener("pointerdown", (event) => {
   if (state.pointerId !== null || (event.pointerType === "mouse" && event.button !== 0)) return;
   event.preventDefault();
   state.pointerId = event.pointerId;
-  pad.setPointerCapture(event.pointerId);
+  try { pad.setPointerCapture(event.pointerId); } catch (error) { /* synthetic pointers cannot be captured */ }
   state.last = null;
   strokeTo(toCanvas(event));
   showPending();

@@ -7,13 +7,18 @@ const el = (tag, attrs = {}, ...children) => {
   for (const [key, value] of Object.entries(attrs)) {
     if (key === "class") node.className = value; else node.setAttribute(key, value);
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child !== null && child !== undefined) node.append(child instanceof Node ? child : String(child));
   }
   return node;
 };
 
 let spec = null;
+
+function prose(text) {
+  // `code` spans of the descriptions as <code>; everything else stays plain text (never HTML).
+  return text.split(/`([^`]+)`/).map((part, i) => (i % 2 ? el("code", {}, part) : part));
+}
 
 function resolve(schema) {
   if (schema && schema.$ref) return spec.components.schemas[schema.$ref.split("/").pop()] || {};
@@ -36,7 +41,7 @@ function schemaList(schema) {
   return el("ul", { class: "schema" }, Object.entries(resolved.properties).map(([name, prop]) =>
     el("li", {}, el("code", {}, name), " ", el("span", { class: "type" }, typeName(prop)),
        required.has(name) ? el("span", { class: "req" }, " required") : null,
-       prop.description ? ` — ${prop.description}` : "")));
+       prop.description ? [" — ", prose(prop.description)] : "")));
 }
 
 function curlFor(path, method, operation) {
@@ -93,7 +98,7 @@ function operationCard(path, method, operation) {
   const card = el("section", { class: "op", id },
     el("h2", {}, el("span", { class: `method ${method}` }, method.toUpperCase()), el("code", {}, path),
        el("span", { class: "summary" }, operation.summary || "")));
-  if (operation.description) card.append(el("p", {}, operation.description));
+  if (operation.description) card.append(el("p", {}, prose(operation.description)));
   if (operation.parameters && operation.parameters.length) {
     card.append(el("h3", {}, "Query parameters"), el("ul", { class: "schema" }, operation.parameters.map((p) =>
       el("li", {}, el("code", {}, p.name), " ", el("span", { class: "type" }, typeName(p.schema)),
@@ -119,7 +124,7 @@ function operationCard(path, method, operation) {
 async function main() {
   spec = await (await fetch("/openapi.json")).json();
   document.getElementById("title").textContent = `${spec.info.title} ${spec.info.version} — API`;
-  document.getElementById("description").textContent = spec.info.description || "";
+  document.getElementById("description").replaceChildren(...prose(spec.info.description || ""));
   const toc = document.getElementById("toc");
   const operations = document.getElementById("operations");
   for (const [path, methods] of Object.entries(spec.paths)) {
