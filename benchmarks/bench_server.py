@@ -1,7 +1,7 @@
 """Load benchmark for `mnist-classifier serve`: predictions/s and latency at 1, 8 and 32 concurrent clients.
 
     .venv/bin/python benchmarks/bench_server.py                 # -> benchmarks/results/server.json
-    .venv/bin/python benchmarks/bench_server.py --workers 2 --requests 2000 --no-browser
+    .venv/bin/python benchmarks/bench_server.py --workers 1 --requests 2000 --no-browser
 
 Starts the real server (the CLI, as a user would) on 127.0.0.1 on a free port, then drives it with a lean
 keep-alive HTTP/1.1 client (raw asyncio streams: a heavyweight client would steal the CPU it measures).
@@ -44,7 +44,8 @@ def parse_args():
     p.add_argument("--requests", type=int, default=3000, help="at most this many requests per level")
     p.add_argument("--seconds", type=float, default=10.0, help="at most this long per level")
     p.add_argument("--warmup", type=int, default=300, help="requests sent (and not counted) before measuring")
-    p.add_argument("--workers", type=int, default=1, help="server processes (mnist-classifier serve --workers)")
+    p.add_argument("--workers", default="1,2",
+                   help="comma-separated server process counts to measure, each a fresh server (default: 1,2)")
     p.add_argument("--model", default=None, help="model file (default: the shipped model)")
     p.add_argument("--browser", action=argparse.BooleanOptionalAction, default=True,
                    help="also measure page load and pen-lift latency in headless Chromium")
@@ -178,37 +179,48 @@ def main() -> int:
     except ImportError:
         pass
     requests = payloads()
-    port = free_port()
-    server = start_server(port, args.workers, args.model)
-    try:
-        asyncio.run(load_level(port, requests, 8, args.warmup, 30))
-        levels = []
-        for clients in (int(c) for c in args.concurrency.split(",")):
-            level = asyncio.run(load_level(port, requests, clients, args.requests, args.seconds))
-            levels.append(level)
-            print(f"{clients:>3} clients: {level['predictions_per_s']:>7.1f} predictions/s  p50 {level['p50_ms']:6.2f} ms"
-                  f"  p90 {level['p90_ms']:6.2f} ms  p99 {level['p99_ms']:6.2f} ms  errors {level['errors']}"
-                  f"  ({level['requests']} requests in {level['seconds']:.1f} s)")
-        browser = {}
-        if args.browser:
-            try:
-                browser = browser_figures(port)
-                print(f"page load to interactive {browser['page_interactive_ms']:.0f} ms; "
-                      f"pen lift to prediction {browser['pen_lift_to_prediction_ms']:.0f} ms (median of {browser['rounds']})")
-            except Exception as exc:  # no Chromium here: the load figures still stand
-                browser = {"skipped": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
-                print(f"browser figures skipped: {browser['skipped']}")
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
-    save(args, levels, browser)
+    configs, browser = [], {}
+    for workers in (int(w) for w in args.workers.split(",")):
+        print(f"mnist-classifier serve --workers {workers}")
+        port = free_port()
+        server = start_server(port, workers, args.model)
+        try:
+            asyncio.run(load_level(port, requests, 8, args.warmup, 30))
+            configs.append({"workers": workers, "levels": [measure(port, requests, int(c), args)
+                                                           for c in args.concurrency.split(",")]})
+            if args.browser and not browser:  # the page's figures hardly depend on the worker count
+                browser = measure_browser(port)
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+    save(args, configs, browser)
     return 0
 
 
-def save(args, levels, browser) -> None:
+def measure(port, requests, clients, args) -> dict:
+    level = asyncio.run(load_level(port, requests, clients, args.requests, args.seconds))
+    print(f"  {clients:>3} clients: {level['predictions_per_s']:>7.1f} predictions/s  p50 {level['p50_ms']:6.2f} ms"
+          f"  p90 {level['p90_ms']:6.2f} ms  p99 {level['p99_ms']:6.2f} ms  errors {level['errors']}"
+          f"  ({level['requests']} requests in {level['seconds']:.1f} s)")
+    return level
+
+
+def measure_browser(port) -> dict:
+    try:
+        browser = browser_figures(port)
+    except Exception as exc:  # no Chromium here: the load figures still stand
+        browser = {"skipped": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+        print(f"  browser figures skipped: {browser['skipped']}")
+        return browser
+    print(f"  page load to interactive {browser['page_interactive_ms']:.0f} ms; "
+          f"pen lift to prediction {browser['pen_lift_to_prediction_ms']:.0f} ms (median of {browser['rounds']})")
+    return browser
+
+
+def save(args, configs, browser) -> None:
     result = {
         "benchmark": "server", "endpoint": "POST /v1/predict (multipart PNG of an MNIST test digit)",
-        "workers": args.workers, "levels": levels, "browser": browser, "targets": TARGETS,
+        "configs": configs, "browser": browser, "targets": TARGETS,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
