@@ -5,9 +5,12 @@
 
 Starts the real server (the CLI, as a user would) on 127.0.0.1 on a free port, then drives it with a lean
 keep-alive HTTP/1.1 client (raw asyncio streams: a heavyweight client would steal the CPU it measures).
-Each client sends a multipart PNG upload of a real MNIST test digit, waits for the answer, sends the next;
-every answer is checked (HTTP 200 and the right digit). Bounded: at most --requests per level and
---seconds per level, loopback only. With Chromium present it also measures, in a real browser, page
+Each client sends a multipart PNG upload of a real MNIST test digit, waits for the answer, sends the next
+(closed loop: the most the server can do); every answer is checked (HTTP 200 and the right digit). Then
+the same clients offer a fixed 500 requests/s (the target rate) and latency is counted from when each
+request was due. Each level also records the server's CPU milliseconds per request, a figure that a busy
+machine distorts far less than wall-clock ones. Bounded: at most --requests per level and --seconds per
+level, loopback only. With Chromium present it also measures, in a real browser, page
 load to interactive and pen lift to prediction on screen. Prints a table; saves JSON; asserts nothing.
 """
 
@@ -44,6 +47,9 @@ def parse_args():
     p.add_argument("--requests", type=int, default=3000, help="at most this many requests per level")
     p.add_argument("--seconds", type=float, default=10.0, help="at most this long per level")
     p.add_argument("--warmup", type=int, default=300, help="requests sent (and not counted) before measuring")
+    p.add_argument("--rate", type=float, default=TARGETS["predictions_per_s_at_32"],
+                   help="also offer this fixed rate (requests/s) from the largest client count; 0: skip "
+                        "(default: the 500/s target)")
     p.add_argument("--workers", default="1,2",
                    help="comma-separated server process counts to measure, each a fresh server (default: 1,2)")
     p.add_argument("--model", default=None, help="model file (default: the shipped model)")
@@ -107,38 +113,85 @@ def http_request(png: bytes, name: str) -> bytes:
 
 # ---------------------------------------------------------------- load
 
-async def one_client(port, requests, budget, stop_at, latencies, failures, offset):
+class Level:
+    """One measured run: its clients share a request budget, a deadline and (optionally) a send schedule."""
+
+    def __init__(self, clients, max_requests, seconds, rate=None):
+        self.clients, self.budget, self.rate = clients, max_requests, rate
+        self.start = time.perf_counter()
+        self.stop_at = self.start + seconds
+        self.sent = 0
+        self.latencies, self.failures = [], []
+
+    def next_send_time(self):
+        """None when the run is over; else when the next request is due (now, for a closed loop)."""
+        if self.budget <= 0 or time.perf_counter() >= self.stop_at:
+            return None
+        self.budget -= 1
+        self.sent += 1
+        # Fixed rate: request k is due at start + k/rate, and its latency counts from then, so a server
+        # that falls behind is charged for the queue it causes (no coordinated omission).
+        return self.start + (self.sent - 1) / self.rate if self.rate else time.perf_counter()
+
+
+async def one_client(port, requests, level, offset):
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     i = offset
     try:
-        while budget[0] > 0 and time.perf_counter() < stop_at:
-            budget[0] -= 1
+        while (due := level.next_send_time()) is not None:
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
             request, digit = requests[i % len(requests)]
             i += 1
-            start = time.perf_counter()
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
             length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
             body = await reader.readexactly(length)
-            latencies.append(time.perf_counter() - start)
+            level.latencies.append(time.perf_counter() - due)
             if not head.startswith(b"HTTP/1.1 200") or json.loads(body)["digit"] != digit:
-                failures.append(head.split(b"\r\n")[0].decode() + " " + body[:120].decode(errors="replace"))
+                level.failures.append(head.split(b"\r\n")[0].decode() + " " + body[:120].decode(errors="replace"))
     finally:
         writer.close()
 
 
-async def load_level(port, requests, clients, max_requests, seconds):
-    latencies, failures, budget = [], [], [max_requests]
-    start = time.perf_counter()
-    await asyncio.gather(*(one_client(port, requests, budget, start + seconds, latencies, failures, k * 7)
-                           for k in range(clients)))
-    wall = time.perf_counter() - start
-    ms = np.array(latencies) * 1000
-    return {"clients": clients, "requests": len(latencies), "seconds": round(wall, 3),
-            "predictions_per_s": round(len(latencies) / wall, 1), "errors": len(failures),
-            "p50_ms": round(float(np.percentile(ms, 50)), 2), "p90_ms": round(float(np.percentile(ms, 90)), 2),
-            "p99_ms": round(float(np.percentile(ms, 99)), 2), "max_ms": round(float(ms.max()), 2),
-            "first_errors": failures[:3]}
+async def load_level(port, requests, clients, max_requests, seconds, rate=None, server_pid=None):
+    level = Level(clients, max_requests, seconds, rate)
+    cpu_before, client_before = server_cpu_seconds(server_pid), time.process_time()
+    await asyncio.gather(*(one_client(port, requests, level, k * 7) for k in range(clients)))
+    wall = time.perf_counter() - level.start
+    n = len(level.latencies)
+    ms = np.array(level.latencies) * 1000
+    result = {"clients": clients, "mode": f"fixed rate {rate}/s" if rate else "closed loop",
+              "requests": n, "seconds": round(wall, 3),
+              "predictions_per_s": round(n / wall, 1), "errors": len(level.failures),
+              "p50_ms": round(float(np.percentile(ms, 50)), 2), "p90_ms": round(float(np.percentile(ms, 90)), 2),
+              "p99_ms": round(float(np.percentile(ms, 99)), 2), "max_ms": round(float(ms.max()), 2),
+              "client_cpu_ms_per_request": round((time.process_time() - client_before) * 1000 / n, 3),
+              "first_errors": level.failures[:3]}
+    cpu_after = server_cpu_seconds(server_pid)
+    if cpu_before is not None and cpu_after is not None:
+        # CPU time per request hardly depends on what else the machine runs, unlike wall-clock figures:
+        # 2 cores / (server + client CPU per request) bounds the throughput of a quiet 2-core machine.
+        result["server_cpu_ms_per_request"] = round((cpu_after - cpu_before) * 1000 / n, 3)
+    return result
+
+
+def server_cpu_seconds(pid):
+    """User + system CPU seconds of the server and its worker processes (Linux /proc), else None."""
+    if pid is None or not Path("/proc").is_dir():
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        process, parent = int(stat.parent.name), int(fields[1])
+        if process == pid or parent == pid:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 # ---------------------------------------------------------------- browser
@@ -186,8 +239,11 @@ def main() -> int:
         server = start_server(port, workers, args.model)
         try:
             asyncio.run(load_level(port, requests, 8, args.warmup, 30))
-            configs.append({"workers": workers, "levels": [measure(port, requests, int(c), args)
-                                                           for c in args.concurrency.split(",")]})
+            levels = [measure(port, requests, int(c), args, server.pid) for c in args.concurrency.split(",")]
+            if args.rate:  # the target as a service level: this rate offered by the most clients
+                levels.append(measure(port, requests, max(int(c) for c in args.concurrency.split(",")), args,
+                                      server.pid, rate=args.rate))
+            configs.append({"workers": workers, "levels": levels})
             if args.browser and not browser:  # the page's figures hardly depend on the worker count
                 browser = measure_browser(port)
         finally:
@@ -197,11 +253,13 @@ def main() -> int:
     return 0
 
 
-def measure(port, requests, clients, args) -> dict:
-    level = asyncio.run(load_level(port, requests, clients, args.requests, args.seconds))
-    print(f"  {clients:>3} clients: {level['predictions_per_s']:>7.1f} predictions/s  p50 {level['p50_ms']:6.2f} ms"
-          f"  p90 {level['p90_ms']:6.2f} ms  p99 {level['p99_ms']:6.2f} ms  errors {level['errors']}"
-          f"  ({level['requests']} requests in {level['seconds']:.1f} s)")
+def measure(port, requests, clients, args, server_pid, rate=None) -> dict:
+    level = asyncio.run(load_level(port, requests, clients, args.requests, args.seconds, rate, server_pid))
+    cpu = level.get("server_cpu_ms_per_request")
+    print(f"  {clients:>3} clients, {level['mode']:<18} {level['predictions_per_s']:>7.1f} predictions/s  "
+          f"p50 {level['p50_ms']:6.2f} ms  p90 {level['p90_ms']:6.2f} ms  p99 {level['p99_ms']:6.2f} ms  "
+          f"errors {level['errors']}  server CPU {cpu if cpu is not None else '?'} ms/request "
+          f"({level['requests']} requests in {level['seconds']:.1f} s)")
     return level
 
 
