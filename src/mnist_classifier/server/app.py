@@ -35,6 +35,8 @@ STATIC = Path(__file__).parent / "static"
 DEFAULT_MAX_REQUEST_BYTES = 10 * 1024 * 1024  # a 12-megapixel phone JPEG fits; a 20 MB upload does not
 DEFAULT_MAX_BATCH_FILES = 64  # keeps one batch request from holding the model for long
 log = logging.getLogger("mnist_classifier.server")
+_WARM_UP_DIGIT = np.zeros((28, 28), np.uint8)
+_WARM_UP_DIGIT[4:24, 13:16] = 255  # a "1": a blank image would stop at "no digit" and never reach the model
 
 
 def create_app(model=None, *, device: str = "auto", max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
@@ -93,7 +95,7 @@ class Service:
         # One thread owns the model: requests never run it concurrently, and batching makes that cheap.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mnist-inference")
         self.batcher = MicroBatcher(self.predict_rows, self.executor)
-        self.executor.submit(self.predictor.predict, np.zeros((28, 28), np.uint8)).result()  # warm-up pass
+        self.executor.submit(self.predictor.predict, _WARM_UP_DIGIT).result()  # first pass allocates; not a user's
         self.ready = True
 
     def predict_rows(self, items, include_image: bool = True) -> list[dict]:
