@@ -7,7 +7,6 @@ import html
 import io
 import json
 import re
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest

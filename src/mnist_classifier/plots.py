@@ -233,14 +233,16 @@ def plot_training_history(history, path) -> Path:
         ax.set_xlabel("epoch")
         ax.grid(True)
         ax.xaxis.get_major_locator().set_params(integer=True)
-        if len(epochs) == 1:
+        if len(epochs) == 1:  # a single point: centre it and label only the epoch that exists
             ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+            ax.set_xticks([epochs[0]])
         if best is not None:
             ax.axvline(best, color=RED, linestyle="--", linewidth=1.2,
                        label=f"best epoch {best} (weights kept)" if not stopped or best != epochs[-1]
                        else f"best epoch {best}")
         if stopped:
-            ax.axvline(epochs[-1], color=GREY, linestyle=":", linewidth=1.5, label=f"early stop (epoch {int(epochs[-1])})")
+            ax.axvline(epochs[-1], color=GREY, linestyle=":", linewidth=1.5,
+                       label=f"early stop (epoch {int(epochs[-1])})")
         ax.legend(loc="best")
     seconds = sum(v for v in (h.get("seconds") or []) if v)
     fig.suptitle(f"Training history: {len(epochs)} epoch{'s' if len(epochs) != 1 else ''}"
