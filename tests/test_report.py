@@ -105,7 +105,11 @@ def test_model_without_history_gets_a_report_that_says_so(pretrained, mnist, tmp
     bare = persist.save_model(tmp_path / "bare.safetensors", pretrained.model, pretrained.metadata["architecture"],
                               pretrained.metadata["config"])
     assert "history" not in persist.read_metadata(bare)
+    stale = tmp_path / "bare-report" / "figures" / "training_history.png"  # left by an earlier report there
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
     report = build_report(bare, tmp_path / "bare-report", data=mnist, device="cpu")
+    assert not stale.exists()
     page = report.index.read_text()
     assert 'id="no-history"' in page and "no training history" in page
     assert "training_history" not in report.figures and len(report.figures) == len(FIGURES) - 1

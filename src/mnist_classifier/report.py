@@ -177,6 +177,7 @@ def _draw_figures(folder: Path, model, metadata, evaluation, data) -> tuple[dict
     figures, seconds = {}, {}
     for name, _, _ in FIGURES:
         if draw[name] is None:
+            (folder / f"{name}.png").unlink(missing_ok=True)  # a figure from an earlier report in this folder
             continue
         started = time.perf_counter()
         figures[name] = draw[name](folder / f"{name}.png")
