@@ -270,7 +270,7 @@ class InkMap:
     ink: np.ndarray
     reason: str | None = None
     raw: np.ndarray | None = None   # ink before contrast normalization and speck removal
-    level: float = 0.0              # typical stroke strength in ``raw``
+    level: float = 0.0              # typical stroke strength in ``raw`` (maps to 1)
     labels: np.ndarray | None = None
     kept: np.ndarray | None = None  # label ids of the blobs that are strokes, not specks
     dark_ink: bool = True
@@ -394,7 +394,7 @@ def _normalize_contrast(m: InkMap, noise: np.ndarray | None = None) -> InkMap:
     if level - median < MIN_CONTRAST:
         return _no_ink(ink, "blank image (no ink darker or lighter than the background)")
     if level - floor < MIN_CONTRAST or floor > 0.5 * level:
-        return _no_ink(ink, "only noise, no strokes stand out from the background")
+        return _no_ink(ink, "blank or noise only: no strokes stand out from the background")
     norm = np.clip((ink - floor) / (level - floor), 0.0, 1.0)
     if _coherence(norm) < MIN_COHERENCE:
         return _no_ink(ink, "the image looks like noise, not pen strokes")
