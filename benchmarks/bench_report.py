@@ -59,6 +59,8 @@ def main() -> int:
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA"))
     args = parser.parse_args()
 
+    from mnist_classifier.persist import pretrained_path, read_metadata
+
     with tempfile.TemporaryDirectory() as tmp:
         cold = [end_to_end(args.model, args.data_dir, Path(tmp) / f"e2e{i}") for i in range(args.repeat)]
         warm_runs = [in_process(args.model, args.data_dir, Path(tmp) / f"warm{i}") for i in range(args.repeat)]
@@ -68,6 +70,7 @@ def main() -> int:
     result = {
         "benchmark": "report",
         "model": args.model or "shipped pretrained model",
+        "architecture": read_metadata(args.model or pretrained_path())["architecture"],
         "target_seconds": TARGET_SECONDS,
         "end_to_end_seconds": {"median": round(statistics.median(cold), 2), "runs": [round(s, 2) for s in cold]},
         "in_process_seconds": {"median": round(statistics.median(warm), 2), "runs": [round(s, 2) for s in warm]},
