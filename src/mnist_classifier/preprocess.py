@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +98,7 @@ def decode_image_scaled(source, name: str | None = None, max_side: int = WORK_SI
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"{label}: image too large ({_first_line(exc)})") from None
+        raise ImageError(_too_large(label, exc)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{label}: truncated or corrupt image data ({_first_line(exc)})") from None
     return _reduce_scaled(gray, max_side, gray.shape[1] * draft_ratio)
@@ -142,18 +143,26 @@ def _open(source, label: str) -> Image.Image:
         raise ImageError(f"{label}: not an image (unrecognised file format)") from None
     except Image.DecompressionBombError as exc:
         fh.close()
-        raise ImageError(f"{label}: image too large ({_first_line(exc)})") from None
+        raise ImageError(_too_large(label, exc)) from None
     except BaseException:
         fh.close()
         raise
+
+
+def _too_large(label: str, exc: BaseException | None = None, size: tuple[int, int] | None = None) -> str:
+    if size:
+        what = f"{size[0]}x{size[1]} = {size[0] * size[1]} pixels"
+    else:  # Pillow refused before we saw the size; its message has the pixel count
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        what = f"{found.group(1)} pixels" if found else "too many pixels"
+    return f"{label}: image too large ({what}, over Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS})"
 
 
 def _check_image(img: Image.Image, label: str) -> None:
     width, height = img.size
     limit = Image.MAX_IMAGE_PIXELS
     if limit and width * height > limit:
-        raise ImageError(f"{label}: image too large ({width}x{height} = {width * height} pixels is over "
-                         f"Pillow's decompression-bomb limit of {limit})")
+        raise ImageError(_too_large(label, size=(width, height)))
     if getattr(img, "is_animated", False) and img.format in ("GIF", "PNG", "WEBP"):
         raise ImageError(f"{label}: animated image with {img.n_frames} frames (save one frame as a still image)")
 
@@ -245,7 +254,7 @@ def _composite(color: np.ndarray, alpha: np.ndarray, label: str) -> np.ndarray:
 
 def _reduce(gray: np.ndarray, max_side: int) -> np.ndarray:
     """Area-average big images down to about ``max_side`` (integer factor: exact and fast)."""
-    factor = max(gray.shape) // max_side
+    factor = int(max(gray.shape) / max_side + 0.5)
     if factor < 2:
         return np.ascontiguousarray(gray, dtype=np.float32)
     h, w = (gray.shape[0] // factor) * factor, (gray.shape[1] // factor) * factor
