@@ -5,13 +5,15 @@
 
 Each image goes through the same pipeline as `mnist-classifier predict`: decode (any common format, EXIF
 orientation, transparency), find the ink, and normalize it the way MNIST digits were made (20x20 box,
-centred by mass in 28x28). The script prints one line per image and draws a figure with the original, the
-28x28 the model saw and the ten probabilities.
+centred by mass in 28x28). An image holding several digits side by side is read as a number, like
+`predict --number`. The script prints one line per image (checked against a labels.json next to the images
+when there is one) and draws a figure with each original, the 28x28 the model saw and the ten probabilities.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -32,6 +34,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def expected_labels(files) -> dict[str, str | None]:
+    """{file name: expected answer} from labels.json files next to the images (digit, number, or null)."""
+    expected = {}
+    for folder in {Path(f).parent for f in files}:
+        try:
+            labels = json.loads((folder / "labels.json").read_text())
+        except (OSError, ValueError):
+            continue
+        expected.update({name: None if value is None else str(value) for name, value in labels.items()})
+    return expected
+
+
+def describe(single, number) -> tuple[str | None, str]:
+    """The answer (a digit or a number as text, None for no digit) and a line explaining it."""
+    if single.error:
+        return None, f"error: {single.error}"
+    if len(number.digits) > 1:  # several digits side by side: the number reading is the answer
+        return number.number, f"number {number.number}  {number.confidence:6.1%}   ({len(number.digits)} digits)"
+    if single.digit is None:
+        return None, f"no digit ({single.reason})"
+    runner_up, probability = single.top_k[1] if len(single.top_k) > 1 else (None, 0.0)
+    flag = "  (uncertain)" if single.uncertain else ""
+    return str(single.digit), (f"{single.digit}  {single.confidence:6.1%}   runner-up {runner_up} "
+                               f"{probability:5.1%}{flag}")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     files = collect_images(args.paths)
@@ -39,27 +67,27 @@ def main(argv=None) -> int:
         print(f"classify_custom_images.py: error: no images found in {', '.join(args.paths)}", file=sys.stderr)
         return 1
 
-    loaded = load_model(args.model or pretrained_path())
-    predictions = Predictor(loaded).predict_many(files)
+    predictor = Predictor(load_model(args.model or pretrained_path()))
+    singles, numbers = predictor.predict_many(files), predictor.read_numbers(files)
+    expected = expected_labels(files)
     width = max(len(Path(f).name) for f in files)
-    for prediction in predictions:
-        name = Path(prediction.path).name.ljust(width)
-        if prediction.error:
-            print(f"{name}  error: {prediction.error}")
-        elif prediction.digit is None:
-            print(f"{name}  no digit ({prediction.reason})")
-        else:
-            second = prediction.top_k[1] if len(prediction.top_k) > 1 else (None, 0.0)
-            flag = "  (uncertain)" if prediction.uncertain else ""
-            print(f"{name}  {prediction.digit}  {prediction.confidence:6.1%}   runner-up {second[0]} "
-                  f"{second[1]:5.1%}{flag}")
+    checked = matched = 0
+    for path, single, number in zip(files, singles, numbers):
+        answer, line = describe(single, number)
+        name = Path(path).name
+        if name in expected:
+            checked += 1
+            matched += answer == expected[name]
+            line += "   ok" if answer == expected[name] else f"   expected {expected[name]}"
+        print(f"{name.ljust(width)}  {line}")
 
-    # The same figure as MNISTClassifier.visualize_custom_predictions(files), from the predictions we already have.
-    figure = plot_custom_predictions(predictions[:MAX_IN_FIGURE], Path(args.output_dir) / "custom_predictions.png",
-                                     originals=files[:MAX_IN_FIGURE])
+    # The figure explains single digits; a number's 28x28 would be all its digits squeezed into one box.
+    shown = [i for i, number in enumerate(numbers) if len(number.digits) <= 1][:MAX_IN_FIGURE]
+    figure = plot_custom_predictions([singles[i] for i in shown], Path(args.output_dir) / "custom_predictions.png",
+                                     originals=[files[i] for i in shown])
     print(f"figure: {figure}")
-    read = sum(p.digit is not None for p in predictions)
-    print(f"{read} of {len(predictions)} images read as a digit")
+    read = sum(describe(s, n)[0] is not None for s, n in zip(singles, numbers))
+    print(f"{read} of {len(files)} images read" + (f"; {matched} of {checked} as labelled" if checked else ""))
     return 0
 
 

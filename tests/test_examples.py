@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -66,8 +67,23 @@ def test_classify_custom_images(own_images, tmp_path):
     assert re.match(r"two\.jpg\s+2\s+\d+\.\d%", lines["two.jpg"]), lines["two.jpg"]
     assert "no digit" in lines["blank.png"]
     assert "error:" in lines["notes.png"] and "notes.png" in lines["notes.png"].split("error:")[1]
-    assert "1 of 3 images read as a digit" in proc.stdout
+    assert "1 of 3 images read\n" in proc.stdout
     assert_png(out / "custom_predictions.png")
+
+
+def test_classify_the_sample_images(tmp_path):
+    """The default run: every sample image in assets/sample_digits/ read as its labels.json says."""
+    samples = ROOT / "assets" / "sample_digits"
+    labels = json.loads((samples / "labels.json").read_text())
+    proc = run_example("classify_custom_images.py", "--output-dir", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = {line.split()[0]: line for line in proc.stdout.splitlines() if line.strip()}
+    for name, expected in labels.items():
+        assert lines[name].endswith("ok"), lines[name]
+        if isinstance(expected, str) and len(expected) > 1:
+            assert f"number {expected}" in lines[name]
+    assert f"{len(labels)} of {len(labels)} as labelled" in proc.stdout
+    assert_png(tmp_path / "custom_predictions.png")
 
 
 def test_classify_custom_images_without_any_image(tmp_path):

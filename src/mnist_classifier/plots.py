@@ -604,6 +604,9 @@ def _open_original(original) -> tuple[np.ndarray | None, str]:
             io.BytesIO(original) if isinstance(original, (bytes, bytearray)) else original)
         image = ImageOps.exif_transpose(image)
         image.thumbnail((400, 400))  # enough for a 2.6-inch panel; keeps huge photos cheap
+        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+            # Shown on white, as an image viewer would: dropping alpha can leave black ink on black.
+            image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
         return np.asarray(image.convert("RGB")), name
     except (OSError, ValueError, Image.DecompressionBombError):
         return None, name
