@@ -1,0 +1,126 @@
+"""`mnist-classifier predict`: table, --json and --csv contracts, exit codes, folders, --number."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist_classifier.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "assets" / "sample_digits"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, mnist):
+    root = tmp_path_factory.mktemp("predict_cli")
+    for i in range(6):
+        Image.fromarray(mnist.test_images[i]).save(root / f"digit_{i}.png")
+    (root / "nested").mkdir()
+    Image.fromarray(255 - mnist.test_images[6]).save(root / "nested" / "inverted.JPG", quality=95)
+    return root
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    code = main(["predict", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_json_contract(capsys, folder, mnist):
+    code, out, _ = run(capsys, folder, "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert [Path(r["path"]).name for r in rows] == [f"digit_{i}.png" for i in range(6)]
+    for row, label in zip(rows, mnist.test_labels[:6]):
+        assert row["digit"] == int(label) and row["error"] is None
+        assert 0.0 <= row["confidence"] <= 1.0 and len(row["probabilities"]) == 10
+
+
+def test_recursive_and_extension_filter(capsys, folder):
+    _, out, _ = run(capsys, folder, "--json", "--recursive")
+    assert len(json.loads(out)) == 7
+    _, out, _ = run(capsys, folder, "--json", "--recursive", "--ext", "jpg")
+    rows = json.loads(out)
+    assert [Path(r["path"]).name for r in rows] == ["inverted.JPG"] and rows[0]["digit"] is not None
+
+
+def test_table_csv_and_exit_code_with_bad_files(capsys, folder, tmp_path, mnist):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    out_csv = tmp_path / "out" / "results.csv"
+    code, out, err = run(capsys, folder / "digit_0.png", bad, empty, "--csv", out_csv)
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["path", "digit", "confidence"]
+    assert f"{bad}: truncated or corrupt image data" in out or f"{bad}: not an image" in out
+    assert f"{empty}: empty file (0 bytes)" in out
+    assert "2 of 3 files could not be read" in err
+    with open(out_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["path"] for r in rows] == [str(folder / "digit_0.png"), str(bad), str(empty)]
+    assert rows[0]["digit"] == str(mnist.test_labels[0]) and rows[0]["error"] == ""
+    assert float(rows[0]["confidence"]) == pytest.approx(max(float(rows[0][f"p{d}"]) for d in range(10)))
+    assert rows[1]["digit"] == "" and rows[1]["error"].startswith(str(bad))
+    assert not list(out_csv.parent.glob(".*.part"))  # the temp file was renamed, not left behind
+
+
+def test_json_errors_and_no_digit(capsys, tmp_path):
+    blank = tmp_path / "blank.png"
+    Image.new("L", (64, 64), 255).save(blank)
+    (tmp_path / "dir.jpg").mkdir()  # found in the folder by its extension: reported, not skipped
+    code, out, _ = run(capsys, tmp_path, "--json")
+    rows = json.loads(out)
+    assert code == 1
+    assert [Path(r["path"]).name for r in rows] == ["blank.png", "dir.jpg"]
+    assert rows[0]["digit"] is None and rows[0]["reason"] and rows[0]["error"] is None
+    assert rows[1]["error"] == f"{tmp_path / 'dir.jpg'}: is a directory, not an image"
+
+
+def test_number_mode(capsys, tmp_path):
+    code, out, _ = run(capsys, SAMPLES / "number_2026.jpg", "--number", "--json", "--csv", tmp_path / "n.csv")
+    assert code == 0
+    row = json.loads(out)[0]
+    assert row["number"] == "2026" and row["digit"] is None and len(row["digits"]) == 4
+    assert all(len(d["box"]) == 4 for d in row["digits"])
+    with open(tmp_path / "n.csv", newline="") as fh:
+        assert list(csv.DictReader(fh))[0]["number"] == "2026"
+    code, out, _ = run(capsys, SAMPLES / "number_2026.jpg", "--number")
+    assert "2026" in out.splitlines()[2]
+
+
+def test_top_k_threshold_and_options(capsys, folder):
+    _, out, _ = run(capsys, folder / "digit_1.png", "--json", "--top-k", "5", "--threshold", "1.0")
+    row = json.loads(out)[0]
+    assert len(row["top_k"]) == 5 and row["uncertain"] is True
+    _, out, _ = run(capsys, folder / "digit_1.png", "--threshold", "1.0")
+    assert out.splitlines()[2].endswith("uncertain")
+    assert main(["predict", str(folder), "--threshold", "2"]) == 1
+    assert "--threshold must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_nothing_found_is_one_line_error(capsys, tmp_path):
+    assert main(["predict", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mnist-classifier predict: error: no images found in") and "\n" not in err
+
+
+def test_console_script_help():
+    result = subprocess.run([sys.executable, "-m", "mnist_classifier.cli", "predict", "--help"],
+                            capture_output=True, text=True, check=True)
+    for option in ("--json", "--csv", "--number", "--recursive", "--ext", "--threshold", "--top-k", "--model"):
+        assert option in result.stdout
+
+
+def test_arrays_in_samples_are_small():
+    sizes = [p.stat().st_size for p in SAMPLES.iterdir()]
+    assert sum(sizes) < 600_000 and np.max(sizes) < 200_000
