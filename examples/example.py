@@ -1,6 +1,6 @@
-"""Quick training demo: a 99% MNIST classifier in about ten seconds on a laptop CPU.
+"""Quick training demo: a 99% MNIST classifier in well under a minute on a laptop CPU.
 
-    python examples/example.py                          # cnn-fast, 1 epoch, figures in reports/example/
+    python examples/example.py                          # cnn-fast with its preset, figures in reports/example/
     python examples/example.py --architecture cnn       # the default CNN with its tuned preset (minutes)
     python examples/example.py --architecture mlp --epochs 5
     python examples/example.py --dry-run                # smoke test: 2,000 training digits, seconds
