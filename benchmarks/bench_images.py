@@ -87,7 +87,8 @@ def _write_numbers(args):
 def _parallel(fn, items, names, chunk=250, extra=()):
     jobs = []
     for k, start in enumerate(range(0, len(items), chunk)):
-        job = (items[start:start + chunk], names[start:start + chunk]) + tuple(e(k) if callable(e) else e for e in extra)
+        settings = tuple(e(k) if callable(e) else e for e in extra)  # e.g. a seed per chunk
+        job = (items[start:start + chunk], names[start:start + chunk]) + settings
         jobs.append(job)
     with ProcessPoolExecutor() as pool:
         list(pool.map(fn, jobs))

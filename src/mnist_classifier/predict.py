@@ -69,7 +69,7 @@ class Prediction:
 
 @dataclass
 class DigitRead:
-    """One digit of a number: what it is, how sure, and where (x0, y0, x1, y1) in the decoded image."""
+    """One digit of a number: what it is, how sure, and where: (x0, y0, x1, y1) in the original image's pixels."""
 
     digit: int
     confidence: float

@@ -90,8 +90,10 @@ def decode_image_scaled(source, name: str | None = None, max_side: int = WORK_SI
             _check_image(img, label)
             full_width = img.size[0]
             if img.format == "JPEG":
-                # Decoding a 1000x1000 JPEG at 1/4 scale skips most of the inverse DCT work.
-                img.draft(img.mode if img.mode in ("L", "RGB") else None, (DRAFT_SIDE, DRAFT_SIDE))
+                # Decoding a 1000x1000 JPEG at 1/4 scale skips most of the inverse DCT work, and asking
+                # for "L" returns the luma channel as stored (the same 601 weights as _luminance) without
+                # colour conversion. CMYK JPEGs keep their mode.
+                img.draft("L" if img.mode in ("L", "RGB") else None, (DRAFT_SIDE, DRAFT_SIDE))
             draft_ratio = full_width / img.size[0]
             img = ImageOps.exif_transpose(img)
             gray = _pil_to_gray(img, label)

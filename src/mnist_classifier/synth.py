@@ -99,7 +99,8 @@ def _place_ink(ink: np.ndarray, rng: np.random.Generator, canvas, height_fractio
     if abs(amount) >= 1:
         arr = np.asarray(big)
         footprint = _disk(int(round(abs(amount) / 2)))
-        arr = ndimage.grey_dilation(arr, footprint=footprint) if amount > 0 else ndimage.grey_erosion(arr, footprint=footprint)
+        morph = ndimage.grey_dilation if amount > 0 else ndimage.grey_erosion
+        arr = morph(arr, footprint=footprint)
         big = Image.fromarray(np.ascontiguousarray(arr, dtype=np.float32), mode="F")
     big = big.rotate(rng.uniform(-rotation, rotation), resample=Image.BICUBIC, expand=True)
     arr = np.clip(np.asarray(big, dtype=np.float32), 0, 1)
