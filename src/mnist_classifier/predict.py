@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .errors import ConfigError
-from .inference import resolve_device, to_model_input
+from .inference import predict_proba, prepare_for_inference, resolve_device
 from .persist import LoadedModel, load_model, pretrained_path
 from .preprocess import IMAGE_EXTENSIONS, prepare_batch, prepare_chunk, source_name
 from .segment import prepare_number, prepare_number_chunk
@@ -32,7 +31,7 @@ DEFAULT_THRESHOLD = 0.6   # below this confidence an answer is flagged uncertain
 DEFAULT_TOP_K = 3
 CHUNK = 256               # images per worker task: big enough to amortize inter-process traffic
 PARALLEL_MIN = 64         # fewer images than this are decoded in-process (a pool costs ~0.1 s to start)
-MODEL_BATCH = 1024        # images per forward pass
+MODEL_BATCH = 1024        # images gathered before a forward pass
 NO_PROBABILITIES = [0.0] * 10  # rows without a classification keep the 10-float shape of the contract
 
 
@@ -166,6 +165,7 @@ class Predictor:
         else:
             loaded = load_model(model or pretrained_path(), device=resolve_device(device))
         self.model = loaded.model.eval()
+        self.fast_model = prepare_for_inference(self.model)  # BN folded: same answers, ~1.5x faster
         self.metadata: dict = loaded.metadata
         self.model_path = str(loaded.path)
         self.device = next(self.model.parameters()).device
@@ -184,14 +184,7 @@ class Predictor:
         """(N, 28, 28) normalized images -> (N, 10) float32 probabilities, in large batches."""
         if len(images) == 0:
             return np.zeros((0, 10), dtype=np.float32)
-        x = to_model_input(images)
-        outputs = []
-        with torch.inference_mode():
-            for start in range(0, len(x), MODEL_BATCH):
-                batch = x[start:start + MODEL_BATCH].to(self.device)
-                logits = self.model(batch.contiguous(memory_format=torch.channels_last))
-                outputs.append(torch.softmax(logits.float(), dim=1).cpu())
-        return torch.cat(outputs).numpy()
+        return predict_proba(self.fast_model, images)
 
     def _answer(self, name, image, reason, error, probs) -> Prediction:
         if error is not None or image is None:
