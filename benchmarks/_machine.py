@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -36,12 +35,8 @@ def machine_info() -> dict:
 
 def write_result(name: str, result: dict) -> Path:
     """benchmarks/results/<name>.json, written via a temp file so a crash never leaves half a result."""
-    RESULTS.mkdir(exist_ok=True)
-    target = RESULTS / f"{name}.json"
-    fd, tmp = tempfile.mkstemp(dir=RESULTS, prefix=f".{name}.", suffix=".part")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(result, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, target)
+    from mnist_classifier.atomic import write_text
+
+    target = write_text(RESULTS / f"{name}.json", json.dumps(result, indent=2) + "\n")
     print(f"wrote {target}")
     return target

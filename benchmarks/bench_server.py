@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mnist_classifier.atomic import write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "server.json"
 TARGETS = {"predictions_per_s_at_32": 500, "p99_ms_at_32": 50, "page_interactive_ms": 1000,
@@ -283,11 +285,7 @@ def save(args, configs, browser) -> None:
                     "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.part")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out)  # atomic: a half-written result never replaces a whole one
+    out = write_text(args.out, json.dumps(result, indent=2) + "\n")  # atomic: never half a result
     print(f"wrote {out}")
 
 

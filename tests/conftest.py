@@ -65,9 +65,13 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's Chromium driven by Playwright; Playwright never downloads a browser of its own here."""
+    """Debian's Chromium driven by Playwright; Playwright never downloads a browser of its own here.
+
+    Module scope: Playwright's sync API keeps an event loop running in this thread while it is open,
+    which would break later tests that start their own loop with asyncio.run().
+    """
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -105,7 +105,7 @@ def test_top_k_threshold_and_options(capsys, folder):
     _, out, _ = run(capsys, folder / "digit_1.png", "--threshold", "1.0")
     assert out.splitlines()[2].endswith("uncertain")
     assert main(["predict", str(folder), "--threshold", "2"]) == 1
-    assert "--threshold must be between 0 and 1" in capsys.readouterr().err
+    assert "threshold must be between 0 and 1, got 2.0" in capsys.readouterr().err
 
 
 def test_nothing_found_is_one_line_error(capsys, tmp_path):

@@ -8,14 +8,14 @@ from safetensors.torch import save_file
 from mnist_classifier.errors import ModelFileError
 from mnist_classifier.inference import predict_proba
 from mnist_classifier.persist import load_model, read_metadata, save_model
-from mnist_classifier.models import build_model
+from mnist_classifier.models import build_model, model_config
 
 
 @pytest.fixture
 def saved(tmp_path):
     torch.manual_seed(1)
     model = build_model("cnn-fast").eval()
-    path = save_model(tmp_path / "m.safetensors", model, "cnn-fast", {"channels": [16, 32, 64]},
+    path = save_model(tmp_path / "m.safetensors", model, "cnn-fast", model_config("cnn-fast"),
                       metrics={"accuracy": 0.5})
     return model, path
 

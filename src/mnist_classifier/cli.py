@@ -35,6 +35,15 @@ def _model_argument(parser, positional: bool = True) -> None:
         parser.add_argument("--model", default=None, help=help_text)
 
 
+def _device_argument(parser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+
+
+def _data_dir_argument(parser) -> None:
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with the four MNIST files (default: MNIST_DATA, the cache, or a download)")
+
+
 # ---------------------------------------------------------------- train
 
 def add_train(sub) -> None:
@@ -60,8 +69,8 @@ def add_train(sub) -> None:
     p.add_argument("--dropout", type=float, help="dropout rate (mlp, cnn)")
     p.add_argument("--channels", type=_csv_ints, help="cnn stage widths, e.g. 32,64,128")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same weights on CPU)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--data-dir", default=None, help="folder with the four MNIST files (else MNIST_DATA, cache, download)")
+    _device_argument(p)
+    _data_dir_argument(p)
     p.add_argument("--out", "-o", default=None, help="model file to write (default: models/ARCHITECTURE.safetensors)")
     p.add_argument("--json", action="store_true", help="print one JSON object with the results")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
@@ -105,8 +114,8 @@ def add_evaluate(sub) -> None:
                        description="Accuracy, loss, per-class precision/recall/F1 and the most confused pairs "
                                    "on MNIST's 10k test digits.")
     _model_argument(p)
-    p.add_argument("--data-dir", default=None, help="folder with the four MNIST files")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    _data_dir_argument(p)
+    _device_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run_evaluate)
 
@@ -143,8 +152,8 @@ def add_report(sub) -> None:
                                    "figures (OUT/figures/*.png), plus OUT/report.json.")
     _model_argument(p)
     p.add_argument("--out", "-o", default=None, help="folder to write (default: reports/<model file stem>)")
-    p.add_argument("--data-dir", default=None, help="folder with the four MNIST files")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    _data_dir_argument(p)
+    _device_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object (the numbers and file paths)")
     p.set_defaults(run=run_report)
 
@@ -172,7 +181,7 @@ def add_serve(sub) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    _device_argument(p)
     p.add_argument("--workers", type=int, default=1,
                    help="server processes, each with its own copy of the model (default: 1)")
     p.set_defaults(run=run_serve)
@@ -204,7 +213,7 @@ def add_predict(sub) -> None:
     p.add_argument("--threshold", type=float, default=None,
                    help="confidence below which an answer is flagged uncertain (default: 0.6)")
     p.add_argument("--top-k", type=int, default=3, help="alternatives listed per image in --json (default: 3)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    _device_argument(p)
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(run=run_predict)
@@ -219,8 +228,6 @@ def run_predict(args) -> int:
     if not paths:
         raise ConfigError(f"no images found in {' '.join(args.paths)} (extensions: {', '.join(extensions)})")
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
-    if not 0.0 <= threshold <= 1.0:
-        raise ConfigError(f"--threshold must be between 0 and 1, got {threshold}")
     predictor = Predictor(args.model, device=args.device, threshold=threshold, workers=args.workers,
                           top_k=args.top_k)
     progress = not args.quiet and sys.stderr.isatty() and len(paths) >= 500
@@ -242,7 +249,7 @@ def run_predict(args) -> int:
 
 # ---------------------------------------------------------------- entry point
 
-SUBCOMMANDS = [add_train, add_evaluate, add_report, add_serve, add_predict]
+SUBCOMMANDS = [add_train, add_evaluate, add_predict, add_report, add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,6 @@ import hashlib
 import os
 import struct
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_bytes
 from .errors import DataError
 
 # name -> (official .gz file, SHA-256 of the .gz, SHA-256 of the uncompressed IDX, expected shape)
@@ -190,7 +190,7 @@ def download(folder: Path, mirrors=MIRRORS, timeout: float = 30.0, progress: boo
             except (OSError, DataError) as exc:
                 failures.append(f"{mirror}: {getattr(exc, 'reason', None) or exc}")
                 continue
-            _atomic_write(target, data)
+            write_bytes(target, data)
             break
         else:
             raise DataError(offline_message(failures))
@@ -208,17 +208,6 @@ def _fetch(url: str, timeout: float, progress: bool) -> bytes:
                 chunks.append(chunk)
                 bar.update(len(chunk))
     return b"".join(chunks)
-
-
-def _atomic_write(target: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def offline_message(failures=()) -> str:

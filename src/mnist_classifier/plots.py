@@ -12,8 +12,6 @@ background, but dark-on-white is what people read at a glance.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
+from .atomic import atomic_path
 from .errors import ConfigError
 
 DPI = 150
@@ -110,16 +109,8 @@ def _save(fig: Figure, path) -> Path:
     import matplotlib
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        with matplotlib.rc_context(STYLE):
-            fig.savefig(tmp, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, matplotlib.rc_context(STYLE):
+        fig.savefig(tmp, format="png", dpi=DPI)
     return path
 
 

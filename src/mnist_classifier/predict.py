@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path
 from .errors import ConfigError
 from .inference import predict_proba, prepare_for_inference, resolve_device
 from .persist import LoadedModel, load_model, pretrained_path
@@ -340,21 +341,13 @@ def csv_rows(results) -> tuple[list[str], list[dict]]:
 def write_csv(results, path) -> Path:
     """Write ``results`` as CSV atomically: a temp file in the same folder, then a rename."""
     import csv
-    import tempfile
 
     fields, rows = csv_rows(results)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
     return path
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import plots
+from .atomic import write_text
 from .errors import MNISTClassifierError
 
 FIGURES_DIR = "figures"
@@ -91,8 +92,8 @@ def write_report(out_dir, model, metadata: dict, evaluation, data, model_path=No
     figures, seconds = _draw_figures(out_dir / FIGURES_DIR, model, metadata, evaluation, data)
     summary["history_available"] = "training_history" in figures
     started = time.perf_counter()
-    index = _write_text(out_dir / "index.html", render_html(summary, metadata, evaluation, figures, out_dir))
-    _write_text(out_dir / "report.json", json.dumps(summary, indent=2) + "\n")
+    index = write_text(out_dir / "index.html", render_html(summary, metadata, evaluation, figures, out_dir))
+    write_text(out_dir / "report.json", json.dumps(summary, indent=2) + "\n")
     seconds["html"] = time.perf_counter() - started
     return Report(out_dir, index, summary, figures, seconds)
 
@@ -122,19 +123,6 @@ def ensure_writable(folder: Path) -> None:
             pass
     except OSError as exc:
         raise ReportError(f"{folder}: cannot write the report there ({exc.strerror or exc})") from None
-
-
-def _write_text(path: Path, text: str) -> Path:
-    """Atomic write: a reader never sees half a page."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 # ---------------------------------------------------------------- figures

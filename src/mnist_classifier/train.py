@@ -286,7 +286,6 @@ def training_config(architecture: str, **overrides) -> TrainConfig:
 def train_architecture(architecture: str, data, config: TrainConfig, model_options: dict | None = None,
                        out: str | None = None) -> TrainResult:
     """Build a registered architecture, train it on MNIST's training set, score it on the test set, save it."""
-    from . import persist
     from .evaluate import evaluate
     from .models import build_model, model_config
 

@@ -8,7 +8,6 @@ land in test-artifacts/ for a person to look at.
 from __future__ import annotations
 
 import base64
-import io
 import math
 import socket
 import subprocess
