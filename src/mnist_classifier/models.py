@@ -146,8 +146,10 @@ REGISTRY: dict[str, Architecture] = {
                       "label_smoothing": 0.05, "validation_split": 0.0},
                      "our default CNN, tuned for accuracy per CPU-second", channels_last=True),
         Architecture("cnn-fast", DigitCNN,
-                     {"channels": [32, 32, 64], "convs": [1, 1, 1], "dropout": 0.0, "strided_stem": True},
-                     {"epochs": 2, "batch_size": 128, "lr": 4e-3, "schedule": "onecycle", "augment": False,
+                     {"channels": [16, 32, 64], "convs": [1, 1, 1], "dropout": 0.0, "strided_stem": True},
+                     # Batch 384: fewer optimizer steps per epoch (per-step overhead is a third of the time
+                     # on 2 cores) with a one-cycle peak LR raised to match.
+                     {"epochs": 2, "batch_size": 384, "lr": 8e-3, "schedule": "onecycle", "augment": False,
                       "validation_split": 0.0},
                      "the fastest path to 99%: a strided-stem CNN trained for two epochs", channels_last=True),
     ]
