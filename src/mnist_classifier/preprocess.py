@@ -439,9 +439,12 @@ def _drop_specks(m: InkMap) -> InkMap:
     mass = np.bincount(labels[inked], weights=ink[inked], minlength=count + 1)[1:]
     if mass.max() < 0.3 * mass.sum() and count > 12:
         return _no_ink(ink, "ink is scattered dots, not strokes")
-    peak = np.zeros(count + 1, dtype=np.float32)
-    np.maximum.at(peak, labels[inked], ink[inked])
-    peak = peak[1:]
+    if count == 1:  # one connected stroke, the usual case: nothing to weigh it against
+        peak = np.array([ink.max()], dtype=np.float32)
+    else:
+        peak = np.zeros(count + 1, dtype=np.float32)
+        np.maximum.at(peak, labels[inked], ink[inked])
+        peak = peak[1:]
     mass = np.where(peak >= STROKE_PEAK, mass, 0.0)
     if mass.max() <= 0:
         return _no_ink(ink, "blank image (no ink darker or lighter than the background)")
@@ -457,7 +460,7 @@ def _drop_specks(m: InkMap) -> InkMap:
         keep = major | (inside & (peak >= STROKE_PEAK / 2))
     kept_labels = np.where(np.concatenate([[False], keep])[labels], labels, 0)
     # Give each kept blob its rim: the faint edge pixels next to it (one pixel out).
-    grown = ndimage.grey_dilation(kept_labels, footprint=_EIGHT_NEIGHBOURS)
+    grown = ndimage.maximum_filter(kept_labels, size=3)  # separable: cheaper than a 3x3 footprint
     grown = np.where((kept_labels > 0) | ((ink > 0) & (labels == 0)), grown, 0)
     m.ink = np.where(grown > 0, ink, np.float32(0))
     m.labels, m.kept = grown, np.flatnonzero(keep) + 1
