@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -39,6 +37,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _machine import machine_info  # noqa: E402
 from mnist_classifier.data import load_mnist  # noqa: E402
 from mnist_classifier.predict import Predictor  # noqa: E402
 from mnist_classifier.preprocess import prepare_batch  # noqa: E402
@@ -178,19 +178,8 @@ def _loaded(predictor):
 
 def machine() -> dict:
     import PIL
-    import torch
 
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "torch": torch.__version__, "pillow": PIL.__version__,
-            "platform": platform.platform()}
+    return {**machine_info(), "pillow": PIL.__version__}
 
 
 def main(argv=None) -> int:

@@ -124,6 +124,7 @@ class Level:
         self.stop_at = self.start + seconds
         self.sent = 0
         self.latencies, self.failures = [], []
+        self.misread = 0  # answered fine, but not the digit's label: the model's error, not the server's
 
     def next_send_time(self):
         """None when the run is over; else when the next request is due (now, for a closed loop)."""
@@ -151,8 +152,10 @@ async def one_client(port, requests, level, offset):
             length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
             body = await reader.readexactly(length)
             level.latencies.append(time.perf_counter() - due)
-            if not head.startswith(b"HTTP/1.1 200") or json.loads(body)["digit"] != digit:
+            if not head.startswith(b"HTTP/1.1 200"):
                 level.failures.append(head.split(b"\r\n")[0].decode() + " " + body[:120].decode(errors="replace"))
+            elif json.loads(body)["digit"] != digit:
+                level.misread += 1
     finally:
         writer.close()
 
@@ -166,7 +169,7 @@ async def load_level(port, requests, clients, max_requests, seconds, rate=None, 
     ms = np.array(level.latencies) * 1000
     result = {"clients": clients, "mode": f"fixed rate {rate}/s" if rate else "closed loop",
               "requests": n, "seconds": round(wall, 3),
-              "predictions_per_s": round(n / wall, 1), "errors": len(level.failures),
+              "predictions_per_s": round(n / wall, 1), "errors": len(level.failures), "misread": level.misread,
               "p50_ms": round(float(np.percentile(ms, 50)), 2), "p90_ms": round(float(np.percentile(ms, 90)), 2),
               "p99_ms": round(float(np.percentile(ms, 99)), 2), "max_ms": round(float(ms.max()), 2),
               "client_cpu_ms_per_request": round((time.process_time() - client_before) * 1000 / n, 3),
@@ -260,7 +263,7 @@ def measure(port, requests, clients, args, server_pid, rate=None) -> dict:
     cpu = level.get("server_cpu_ms_per_request")
     print(f"  {clients:>3} clients, {level['mode']:<18} {level['predictions_per_s']:>7.1f} predictions/s  "
           f"p50 {level['p50_ms']:6.2f} ms  p90 {level['p90_ms']:6.2f} ms  p99 {level['p99_ms']:6.2f} ms  "
-          f"errors {level['errors']}  server CPU {cpu if cpu is not None else '?'} ms/request "
+          f"errors {level['errors']}  misread {level['misread']}  server CPU {cpu if cpu is not None else '?'} ms/request "
           f"({level['requests']} requests in {level['seconds']:.1f} s)")
     return level
 

@@ -31,6 +31,20 @@ def mnist(mnist_dir):
 
 
 @pytest.fixture(scope="session")
+def typical_digits(mnist) -> dict:
+    """The 5 most typical test digits of each class (closest to the class mean): model-independent picks."""
+    import numpy as np
+
+    x = mnist.test_images.reshape(len(mnist.test_images), -1).astype(np.float32)
+    out = {}
+    for digit in range(10):
+        idx = np.flatnonzero(mnist.test_labels == digit)
+        order = np.argsort(((x[idx] - x[idx].mean(0)) ** 2).sum(1))
+        out[digit] = [mnist.test_images[i] for i in idx[order[:5]]]
+    return out
+
+
+@pytest.fixture(scope="session")
 def pretrained_path() -> Path:
     from mnist_classifier.persist import pretrained_path
 

@@ -24,14 +24,8 @@ def predictor(pretrained):
 
 
 @pytest.fixture(scope="module")
-def typical(mnist):
-    x = mnist.test_images.reshape(len(mnist.test_images), -1).astype(np.float32)
-    out = {}
-    for d in range(10):
-        idx = np.flatnonzero(mnist.test_labels == d)
-        order = np.argsort(((x[idx] - x[idx].mean(0)) ** 2).sum(1))
-        out[d] = [mnist.test_images[i] for i in idx[order[:5]]]
-    return out
+def typical(typical_digits):
+    return typical_digits
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,9 @@ from mnist_classifier.synth import PAPER, blank_images, render_on_paper
 
 
 @pytest.fixture(scope="module")
-def typical(mnist):
-    """The most typical test digit of each class (closest to its class mean): model-independent picks."""
-    x = mnist.test_images.reshape(len(mnist.test_images), -1).astype(np.float32)
-    out = {}
-    for d in range(10):
-        idx = np.flatnonzero(mnist.test_labels == d)
-        out[d] = mnist.test_images[idx[np.argmin(((x[idx] - x[idx].mean(0)) ** 2).sum(1))]]
-    return out
+def typical(typical_digits):
+    """The most typical test digit of each class."""
+    return {digit: picks[0] for digit, picks in typical_digits.items()}
 
 
 @pytest.fixture(scope="module")
