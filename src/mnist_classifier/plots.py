@@ -457,7 +457,7 @@ def plot_first_layer(model, path, image=None, max_units: int = 16) -> Path:
         kind = ("convolution kernels" if weights.ndim == 4 else "hidden units' 28x28 input weights")
         axes = fig.subplots(math.ceil(count / 8), 8, squeeze=False)
         for k, (ax, kernel) in enumerate(zip(axes.flat, kernels)):
-            _weights_image(ax, kernel, f"#{k}")
+            _signed_image(ax, kernel, f"#{k}")
         _hide_unused(axes, count)
     fig.suptitle(f"First layer: {count} of {weights.shape[0]} {kind}", fontsize=12)
     return _save(fig, path)
@@ -483,25 +483,19 @@ def _conv_kernels_and_maps(fig, model, layer, kernels, image) -> None:
     _digit(ax_digit, image, "input digit", fontsize=9)
     for k, (kernel, response) in enumerate(zip(kernels, maps)):
         row, col = divmod(k, cols)
-        _weights_image(fig.add_subplot(grid[2 * row, col + 1]), kernel, f"kernel {k}")
-        ax = fig.add_subplot(grid[2 * row + 1, col + 1])
-        limit = np.abs(response).max() or 1.0
-        ax.imshow(response, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_visible(False)
-        ax.set_title("response", fontsize=7, fontweight="normal", color=GREY)
+        _signed_image(fig.add_subplot(grid[2 * row, col + 1]), kernel, f"kernel {k}")
+        _signed_image(fig.add_subplot(grid[2 * row + 1, col + 1]), response, "response", fontsize=7, color=GREY)
 
 
-def _weights_image(ax, kernel, title: str) -> None:
-    limit = np.abs(kernel).max() or 1.0
-    ax.imshow(kernel, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+def _signed_image(ax, values, title: str, fontsize: int = 8, color=None) -> None:
+    """Weights or responses: red positive, blue negative, white zero, symmetric around zero."""
+    limit = np.abs(values).max() or 1.0
+    ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
         spine.set_visible(False)
-    ax.set_title(title, fontsize=8, fontweight="normal")
+    ax.set_title(title, fontsize=fontsize, fontweight="normal", color=color)
 
 
 # ---------------------------------------------------------------- images from outside MNIST
