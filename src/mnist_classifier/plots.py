@@ -487,7 +487,7 @@ def _conv_kernels_and_maps(fig, model, layer, kernels, image) -> None:
         _signed_image(fig.add_subplot(grid[2 * row + 1, col + 1]), response, "response", fontsize=7, color=GREY)
 
 
-def _signed_image(ax, values, title: str, fontsize: int = 8, color=None) -> None:
+def _signed_image(ax, values, title: str, fontsize: int = 8, color: str = "black") -> None:
     """Weights or responses: red positive, blue negative, white zero, symmetric around zero."""
     limit = np.abs(values).max() or 1.0
     ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
