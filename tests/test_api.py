@@ -1,11 +1,15 @@
 """The seed-compatible Python facade."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from mnist_classifier import MNISTClassifier
 from mnist_classifier.errors import ConfigError
 from mnist_classifier.persist import read_metadata
+
+SAMPLES = Path(__file__).resolve().parents[1] / "assets" / "sample_digits"
 
 
 def test_seed_workflow_with_mlp(mnist_dir, tmp_path):
@@ -15,8 +19,12 @@ def test_seed_workflow_with_mlp(mnist_dir, tmp_path):
     assert y_test.shape == (10000,)
     clf.build_model(hidden_layers=[128, 64], dropout_rate=0.2)
     assert clf.architecture == "mlp"
+    sample = SAMPLES / "paper_7.png"
+    clf.classify_image(sample)  # builds the image predictor before training
     history = clf.train_model(epochs=1, batch_size=128, validation_split=0.1, progress=False)
     assert len(history) == 1 and history.val_accuracy[0] > 0.9
+    seen = clf.preprocess_custom_image(sample)[None]
+    np.testing.assert_allclose(clf._image_predictor().probabilities(seen), clf.predict_proba(seen), atol=1e-5)
     accuracy, y_pred, y_true = clf.evaluate_model()
     assert accuracy > 0.93 and y_pred.shape == y_true.shape == (10000,)
     assert accuracy == pytest.approx(np.mean(y_pred == y_true))

@@ -85,6 +85,7 @@ class MNISTClassifier:
                                  validation_split=validation_split, seed=train_options.pop("seed", self.seed),
                                  device=str(self.device), **train_options)
         self.train_config = config
+        self._predictor_cache = None  # its BN-folded copy would keep the old weights
         self.history = fit(self.model, data.train_images, data.train_labels, config)
         self.train_seconds = sum(self.history.seconds)
         return self.history
@@ -152,13 +153,14 @@ class MNISTClassifier:
             raise ImageError(prediction.error)
         return prediction.digit, prediction.confidence
 
-    def classify_images_in_directory(self, directory, image_extensions=(".png", ".jpg", ".jpeg", ".bmp", ".tif",
-                                                                       ".tiff", ".gif", ".webp"),
-                                     recursive: bool = False) -> list[dict]:
-        """Classify every image in a folder (extensions case-insensitive); one ``predict --json`` row per
-        file plus its ``filename``. Unreadable files get an ``error`` and the rest go on."""
+    def classify_images_in_directory(self, directory, image_extensions=None, recursive: bool = False) -> list[dict]:
+        """Classify every image in a folder (extensions case-insensitive, default: every format we decode);
+        one ``predict --json`` row per file plus its ``filename``. Unreadable files get an ``error`` and the
+        rest go on."""
         from .errors import ImageError
-        from .predict import collect_images
+        from .predict import IMAGE_EXTENSIONS, collect_images
+
+        image_extensions = image_extensions or IMAGE_EXTENSIONS
 
         folder = Path(directory)
         if not folder.is_dir():
