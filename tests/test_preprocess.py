@@ -11,7 +11,9 @@ from PIL import Image
 from mnist_classifier import preprocess
 from mnist_classifier.errors import ImageError
 from mnist_classifier.preprocess import decode_image, normalize_digit, preprocess_image
-from mnist_classifier.synth import PAPER, blank_images, render_on_paper
+from mnist_classifier.synth import PAPER, blank_images, compose_number, render_on_paper
+
+CLEAN = dict(rotation=0.0, blur=(0.3, 0.3), noise=(0.0, 0.0), shadow=(0.0, 0.0))
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +201,73 @@ def test_blank_uniform_and_noise_have_no_digit():
     for value in (0, 128, 255):
         _, reason = preprocess_image(np.full((50, 50), value, np.uint8))
         assert reason.startswith("uniform image")
+
+
+# ---------------------------------------------------------------------------------------------- many at once
+
+def _mixed_images(mnist, typical) -> list[np.ndarray]:
+    """Every path through the normalization, several shapes, in one list."""
+    rng = np.random.default_rng(5)
+    digits = [mnist.test_images[i].astype(np.float32) / 255 for i in range(40)]
+    images = [1.0 - d if i % 3 == 0 else d for i, d in enumerate(digits)]      # both polarities
+    shifted = np.zeros((28, 28), np.float32)
+    shifted[2:14, 1:13] = np.asarray(Image.fromarray(digits[1]).resize((12, 12), Image.BOX))
+    images.append(shifted)                                                    # 28x28, not MNIST-placed
+    dusty = digits[2].copy()
+    dusty[1:3, 1:3], dusty[25:27, 24:26] = 1.0, 0.4                            # specks beside strokes
+    images.append(dusty)
+    for digit in (3, 4, 7):                                                   # same-shape paper scans
+        images.append(decode_image(render_on_paper(typical[digit], rng, canvas=(300, 300), **PAPER)))
+    images.append(decode_image(render_on_paper(typical[8], rng, canvas=(400, 300), shadow=(0.4, 0.4),
+                                               noise=(0.03, 0.03))))          # a shaded photo
+    images += [decode_image(image) for _, image in blank_images(rng, 12, size=28)]
+    images += [decode_image(image) for _, image in blank_images(rng, 6, size=160)]
+    return images
+
+
+def test_many_images_at_once_match_one_at_a_time(mnist, typical):
+    images = _mixed_images(mnist, typical)
+    together = preprocess.normalize_digits(images)
+    alone = [normalize_digit(image) for image in images]
+    assert [reason for _, reason in together] == [reason for _, reason in alone]
+    assert sum(out is not None for out, _ in together) == 40 + 2 + 4
+    for (a, _), (b, _) in zip(together, alone):
+        if a is not None:
+            np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_stacked_ink_maps_keep_each_images_blobs(typical):
+    rng = np.random.default_rng(8)
+    pages = [decode_image(render_on_paper(compose_number([typical[d] for d in digits], rng), rng,
+                                          canvas=(640, 220), height_fraction=(0.5, 0.5), **CLEAN))
+             for digits in ((2, 0, 2, 6), (7, 1, 5, 9), (4, 4, 0, 1))]
+    for together, image in zip(preprocess.ink_maps(pages), pages):
+        alone = preprocess.ink_map(image)
+        assert together.reason is None and len(alone.kept) >= 4
+        np.testing.assert_array_equal(together.labels, alone.labels)
+        np.testing.assert_array_equal(together.kept, alone.kept)
+        np.testing.assert_allclose(together.ink, alone.ink, atol=1e-6)
+
+
+def test_an_image_that_breaks_the_normalization_costs_only_its_row(mnist, monkeypatch):
+    images = [mnist.test_images[i] for i in range(6)]
+    cursed = images[3].copy()
+    cursed[0, 0] = 7  # a marker the broken step below recognises
+    images[3] = cursed
+    real_stack = preprocess._ink_stack
+
+    def breaks_on_the_marker(stack):
+        if np.any(np.isclose(stack[:, 0, 0], 7 / 255)):
+            raise RuntimeError("unexpected failure")
+        return real_stack(stack)
+
+    monkeypatch.setattr(preprocess, "_ink_stack", breaks_on_the_marker)
+    rows = preprocess.prepare_batch(images, names=[f"d{i}.png" for i in range(6)])
+    assert rows[3][0] is None and rows[3][2] == "d3.png: cannot read image (unexpected failure)"
+    for i in (0, 1, 2, 4, 5):
+        image, reason, error = rows[i]
+        assert error is None and reason is None
+        np.testing.assert_allclose(image, mnist.test_images[i] / 255, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------- bad input
