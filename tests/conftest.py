@@ -12,6 +12,12 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"  # screenshots and pages the browser tests leave for a person to look at
 
 
+# Made absolute once: MNIST_DATA may be relative (../shared/mnist), and some tests and the commands they
+# start run in another working directory.
+if os.environ.get("MNIST_DATA"):
+    os.environ["MNIST_DATA"] = str(Path(os.environ["MNIST_DATA"]).resolve())
+
+
 def _mnist_dir() -> Path:
     return Path(os.environ.get("MNIST_DATA") or ROOT.parent / "shared" / "mnist")
 
