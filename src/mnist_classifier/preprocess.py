@@ -377,7 +377,8 @@ def _ink_stack(g: np.ndarray) -> list[InkMap]:
     ink -= background
     np.maximum(ink, np.float32(0), out=ink)
     if dark.any():  # dark ink is measured relative to the paper's brightness
-        ink /= np.where(flip > 0, np.maximum(1.0 - background, np.float32(0.05)), np.float32(1))
+        paper = np.maximum(1.0 - background, np.float32(0.05))
+        ink /= paper if dark.all() else np.where(flip > 0, paper, np.float32(1))
     return _normalize_contrast(ink, clean, dark, reason)
 
 
@@ -531,7 +532,7 @@ def _drop_specks(ink: np.ndarray, reason: np.ndarray) -> list[InkMap]:
         keep = major | (_inside_strokes(labels, owner, major, n) & (peak >= STROKE_PEAK / 2) & accepted)
     kept_labels = np.where(np.concatenate([[False], keep])[labels], labels, 0)
     # Give each kept blob its rim: the faint edge pixels next to it (one pixel out).
-    grown = ndimage.maximum_filter(kept_labels, size=(1, 3, 3))  # separable: cheaper than a 3x3 footprint
+    grown = _max_of_neighbours(kept_labels)
     grown = np.where((kept_labels > 0) | ((ink > 0) & ~inked), grown, 0)
     own = grown > 0
     strokes = np.where(own, ink, np.float32(0))
@@ -540,6 +541,21 @@ def _drop_specks(ink: np.ndarray, reason: np.ndarray) -> list[InkMap]:
     kept_by_image = np.split(kept_ids, np.searchsorted(kept_ids, last_id[:-1], side="right"))
     return [InkMap(np.zeros_like(ink[i]), reason=reason[i]) if reason[i] is not None else
             InkMap(strokes[i], labels=local_labels[i], kept=kept_by_image[i] - first_id[i]) for i in range(n)]
+
+
+def _max_of_neighbours(stack: np.ndarray) -> np.ndarray:
+    """Each pixel's maximum over its 3x3 neighbourhood (inside the image), for every image of a stack.
+
+    The same as ndimage.maximum_filter(size=(1, 3, 3)), done as four shifted maxima (rows, then
+    columns), which is several times faster.
+    """
+    out = stack.copy()
+    np.maximum(out[:, 1:], stack[:, :-1], out=out[:, 1:])
+    np.maximum(out[:, :-1], stack[:, 1:], out=out[:, :-1])
+    rows = out.copy()
+    np.maximum(out[:, :, 1:], rows[:, :, :-1], out=out[:, :, 1:])
+    np.maximum(out[:, :, :-1], rows[:, :, 1:], out=out[:, :, :-1])
+    return out
 
 
 def _label_each(binary: np.ndarray) -> tuple[np.ndarray, int]:
