@@ -142,6 +142,15 @@ def test_missing_and_corrupt_model_files(tmp_path, capsys):
     assert not out.exists()  # nothing written for a model that cannot be read
 
 
+def test_missing_data_leaves_no_empty_report_folder(tmp_path, capsys, pretrained_path):
+    empty = tmp_path / "no-mnist-here"
+    empty.mkdir()
+    out = tmp_path / "reports" / "shipped"
+    err = one_line_error(capsys, ["report", str(pretrained_path), "--out", str(out), "--data-dir", str(empty)])
+    assert str(empty) in err and "mnist-classifier report: error:" in err
+    assert not (tmp_path / "reports").exists()
+
+
 @pytest.mark.parametrize("where", ["file", "below-file"])
 def test_unwritable_output_folder(tmp_path, capsys, pretrained_path, where):
     blocker = tmp_path / "taken"

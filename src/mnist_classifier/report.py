@@ -58,15 +58,29 @@ def build_report(model_path=None, out_dir=None, data_dir=None, device: str = "au
     started = time.perf_counter()
     loaded = load_model(model_path or pretrained_path(), device=resolve_device(device))
     out_dir = Path(out_dir) if out_dir else Path("reports") / loaded.path.stem
+    created = [folder for folder in (out_dir, *out_dir.parents) if not folder.exists()]
     ensure_writable(out_dir)  # fail before the expensive part
-    data = data if data is not None else load_mnist(data_dir, progress=False)
-    seconds["load"] = time.perf_counter() - started
-    started = time.perf_counter()
-    evaluation = evaluate(loaded.model, data.test_images, data.test_labels)
-    seconds["evaluate"] = time.perf_counter() - started
-    report = write_report(out_dir, loaded.model, loaded.metadata, evaluation, data, loaded.path)
+    try:
+        data = data if data is not None else load_mnist(data_dir, progress=False)
+        seconds["load"] = time.perf_counter() - started
+        started = time.perf_counter()
+        evaluation = evaluate(loaded.model, data.test_images, data.test_labels)
+        seconds["evaluate"] = time.perf_counter() - started
+        report = write_report(out_dir, loaded.model, loaded.metadata, evaluation, data, loaded.path)
+    except BaseException:
+        _remove_empty(created)  # a failed report leaves no empty folders behind
+        raise
     report.seconds = {**seconds, **report.seconds}
     return report
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the given folders, deepest first, as long as they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def report_dir_for(model_path) -> Path:
