@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import io
 import logging
 import re
@@ -103,6 +104,11 @@ def test_readyz_is_503_after_shutdown(pretrained):
     # Leaving the block ran the shutdown: the app now says it is not ready instead of failing requests.
     response = TestClient(app).get("/readyz")
     assert response.status_code == 503 and response.json()["status"] == "not ready"
+
+
+def test_startup_moves_long_lived_objects_out_of_garbage_collection(client):
+    # torch, the model and the app are frozen at startup, so full collections under load stay short.
+    assert gc.get_freeze_count() > 10_000
 
 
 def test_model_metadata_and_metrics(client, pretrained):
