@@ -11,7 +11,8 @@ writes benchmarks/results/images.json. Never asserts: the targets are listed nex
 Measured:
   mnist_png      the 10k test digits as PNG files: accuracy vs the model's in-memory accuracy, and
                  end-to-end images/s (paths in, predictions out), with process and thread pools, plus
-                 the decode-only and model-only rates that bound it
+                 the decode-only and model-only rates that bound it, and the CLI on the folder
+                 (``predict FOLDER --json`` from process start to exit)
   paper          the same digits drawn as dark ink on 300x300 uneven paper (offset, scale, rotation,
                  blur, noise, JPEG): accuracy
   photo          1000x1000 JPEG "phone photos": images/s end to end (and accuracy)
@@ -24,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +50,7 @@ from mnist_classifier.synth import PAPER, PHOTO, blank_images, compose_number, r
 TARGETS = {
     "mnist_png_accuracy_gap_pp": "<= 0.2",
     "mnist_png_images_per_s": ">= 5000 (2 cores)",
+    "mnist_png_cli_images_per_s": "(no target: the CLI, process start to exit)",
     "paper_accuracy": ">= 0.985",
     "photo_images_per_s": ">= 300 (2 cores)",
     "no_digit_rate": "1.0",
@@ -123,9 +127,23 @@ def bench_mnist_png(predictor, data, folder: Path, n: int) -> dict:
         out["rejected"] = sum(p.digit is None for p in predictions)
         out["errors"] = sum(p.error is not None for p in predictions)
     out["images_per_s"] = max(out["process_pool_images_per_s"], out["thread_pool_images_per_s"])
+    out["cli"] = bench_cli_folder(folder, dict(zip(paths, labels)))
     out["accuracy_gap_pp"] = 100 * (in_memory - out["accuracy"])
     out["false_rejection"] = out["rejected"] / n
     return out
+
+
+def bench_cli_folder(folder: Path, labels: dict) -> dict:
+    """What a user sees: ``mnist-classifier predict FOLDER --json`` in a fresh process, start to exit."""
+    command = [sys.executable, "-m", "mnist_classifier.cli", "predict", str(folder), "--json", "--quiet"]
+    with tempfile.TemporaryFile() as answers:
+        started = time.perf_counter()
+        subprocess.run(command, stdout=answers, check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        seconds = time.perf_counter() - started
+        answers.seek(0)
+        rows = json.load(answers)
+    return {"command": "mnist-classifier predict FOLDER --json --quiet", "seconds": seconds,
+            "images_per_s": len(rows) / seconds, "accuracy": float(np.mean([r["digit"] == labels[r["path"]] for r in rows]))}
 
 
 def bench_paper(predictor, data, folder: Path, n: int, seed: int) -> dict:
@@ -212,6 +230,7 @@ def main(argv=None) -> int:
     results["summary"] = {
         "mnist_png_accuracy_gap_pp": round(results["mnist_png"]["accuracy_gap_pp"], 3),
         "mnist_png_images_per_s": round(results["mnist_png"]["images_per_s"]),
+        "mnist_png_cli_images_per_s": round(results["mnist_png"]["cli"]["images_per_s"]),
         "paper_accuracy": round(results["paper"]["accuracy"], 4),
         "photo_images_per_s": round(results["photo"]["images_per_s"]),
         "no_digit_rate": results["no_digit"]["no_digit_rate"],
