@@ -249,6 +249,20 @@ def test_stacked_ink_maps_keep_each_images_blobs(typical):
         np.testing.assert_allclose(together.ink, alone.ink, atol=1e-6)
 
 
+def test_a_batch_holds_a_bounded_number_of_decoded_pixels(mnist, monkeypatch):
+    images = [mnist.test_images[i] for i in range(10)] + [b"not an image"]
+    whole = preprocess.prepare_batch(images)
+    group_sizes = []
+    normalize_all = preprocess.normalize_digits
+    monkeypatch.setattr(preprocess, "BATCH_PIXELS", 3 * 28 * 28)
+    monkeypatch.setattr(preprocess, "normalize_digits", lambda grays: group_sizes.append(len(grays)) or normalize_all(grays))
+    grouped = preprocess.prepare_batch(images)
+    assert group_sizes == [3, 3, 3, 1]
+    assert grouped[-1][2] == whole[-1][2] == "<bytes>: not an image (unrecognised file format)"
+    for (a, _, _), (b, _, _) in zip(whole[:-1], grouped[:-1]):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_an_image_that_breaks_the_normalization_costs_only_its_row(mnist, monkeypatch):
     images = [mnist.test_images[i] for i in range(6)]
     cursed = images[3].copy()

@@ -307,6 +307,7 @@ FLAT_NOISE = "blank or noise only: no strokes stand out from the background"
 NOISE = "the image looks like noise, not pen strokes"
 DOTS = "ink is scattered dots, not strokes"
 
+BATCH_PIXELS = 1 << 22  # decoded pixels a batch holds before normalizing them (16 MB as float32)
 STACK_PIXELS = 1 << 17  # images of one shape are processed together, this many pixels at a time (cache-sized)
 SAMPLE_PIXELS = 16384   # statistics of bigger images use an evenly strided sample of this many pixels
 _OTSU_BINS = 64
@@ -336,11 +337,16 @@ def ink_maps(grays: list[np.ndarray]) -> list[InkMap]:
     """ink_map of many images. Images of one shape take every step together, as numpy over a stack:
     the same decisions, without paying numpy's per-call cost once per image."""
     maps: list[InkMap | None] = [None] * len(grays)
-    for indices in _same_shape_stacks(grays):
-        stack = np.stack([np.asarray(grays[i], dtype=np.float32) for i in indices])
-        for i, m in zip(indices, _ink_stack(stack)):
+    for indices, stack_maps in _ink_stacks(grays):
+        for i, m in zip(indices, stack_maps):
             maps[i] = m
     return maps
+
+
+def _ink_stacks(grays: list[np.ndarray]):
+    """(indices, ink maps) for each stack of same-shape images, one stack at a time."""
+    for indices in _same_shape_stacks(grays):
+        yield indices, _ink_stack(np.stack([np.asarray(grays[i], dtype=np.float32) for i in indices]))
 
 
 def _same_shape_stacks(grays: list[np.ndarray]):
@@ -638,14 +644,22 @@ def normalize_digit(gray: np.ndarray) -> tuple[np.ndarray | None, str | None]:
 
 def normalize_digits(grays: list[np.ndarray]) -> list[tuple[np.ndarray | None, str | None]]:
     """normalize_digit of many images; images of one shape are normalized together, much faster."""
-    maps = ink_maps(grays)
-    candidates = [i for i, m in enumerate(maps) if m.raw is not None and m.raw.shape == (MNIST_SIDE, MNIST_SIDE)]
+    results: list = [None] * len(grays)
+    for indices, maps in _ink_stacks(grays):  # stack by stack: only one stack's ink maps are held at a time
+        for i, result in zip(indices, _fit_stack(maps)):
+            results[i] = result
+    return results
+
+
+def _fit_stack(maps: list[InkMap]) -> list[tuple[np.ndarray | None, str | None]]:
+    """Ink maps -> the model's 28x28 each (or the reason there is none); MNIST digits are kept as they are."""
+    candidates = [k for k, m in enumerate(maps) if m.raw is not None and m.raw.shape == (MNIST_SIDE, MNIST_SIDE)]
     as_is = set()
     if candidates:
-        flags = _already_mnist(np.stack([maps[i].raw for i in candidates]), np.array([maps[i].level for i in candidates]))
-        as_is = {i for i, flag in zip(candidates, flags) if flag}
-    return [(None, m.reason) if m.reason else (m.raw, None) if i in as_is else (fit_to_mnist(m.ink), None)
-            for i, m in enumerate(maps)]
+        flags = _already_mnist(np.stack([maps[k].raw for k in candidates]), np.array([maps[k].level for k in candidates]))
+        as_is = {k for k, flag in zip(candidates, flags) if flag}
+    return [(None, m.reason) if m.reason else (m.raw, None) if k in as_is else (fit_to_mnist(m.ink), None)
+            for k, m in enumerate(maps)]
 
 
 def _already_mnist(raw: np.ndarray, level: np.ndarray) -> np.ndarray:
@@ -678,23 +692,31 @@ def preprocess_image(source, name: str | None = None) -> tuple[np.ndarray | None
 def prepare_batch(sources: list, names: list | None = None) -> list[tuple[np.ndarray | None, str | None, str | None]]:
     """(image, reason, error) per input; never raises for a bad input. Runs in worker processes.
 
-    Everything is decoded first, then normalized together (normalize_digits).
+    Images are decoded until about BATCH_PIXELS are held, then normalized together (normalize_digits).
     """
     names = names or [None] * len(sources)
     out: list = [None] * len(sources)
     decoded: dict[int, np.ndarray] = {}
+    held = 0
     for i, (source, name) in enumerate(zip(sources, names)):
         try:
             decoded[i] = decode_image(source, name)
+            held += decoded[i].size
         except Exception as exc:
             out[i] = (None, None, _error_line(exc, source, name))
+        if held >= BATCH_PIXELS or i == len(sources) - 1:
+            _normalize_into(out, decoded, sources, names)
+            decoded, held = {}, 0
+    return out
+
+
+def _normalize_into(out: list, decoded: dict, sources: list, names: list) -> None:
     try:
         normalized = [(image, reason, None) for image, reason in normalize_digits(list(decoded.values()))]
     except Exception:  # one odd image must cost one row, not the batch: redo them one by one
         normalized = [_normalize_or_error(gray, sources[i], names[i]) for i, gray in decoded.items()]
     for i, row in zip(decoded, normalized):
         out[i] = row
-    return out
 
 
 def _normalize_or_error(gray, source, name) -> tuple:
