@@ -74,6 +74,25 @@ def test_table_csv_and_exit_code_with_bad_files(capsys, folder, tmp_path, mnist)
     assert not list(out_csv.parent.glob(".*.part"))  # the temp file was renamed, not left behind
 
 
+def test_json_array_is_written_one_row_per_line(capsys, folder):
+    _, out, _ = run(capsys, folder, "--json")
+    lines = out.splitlines()
+    assert lines[0] == "[" and lines[-1] == "]" and len(lines) == 6 + 2
+    assert all(line.startswith('{"path":') for line in lines[1:-1])
+    assert [json.loads(line.rstrip(","))["path"] for line in lines[1:-1]] == [r["path"] for r in json.loads(out)]
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path, mnist):
+    for i in range(800):  # enough rows to overflow the pipe's buffer
+        Image.fromarray(mnist.test_images[i]).save(tmp_path / f"{i:04d}.png")
+    command = [sys.executable, "-m", "mnist_classifier.cli", "predict", str(tmp_path), "--json", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.read(200).startswith(b'[\n{"path":')
+    process.stdout.close()  # like `| head`
+    assert process.wait(timeout=120) == 141
+    assert process.stderr.read() == b""
+
+
 def test_json_errors_and_no_digit(capsys, tmp_path):
     blank = tmp_path / "blank.png"
     Image.new("L", (64, 64), 255).save(blank)

@@ -15,7 +15,9 @@ from __future__ import annotations
 import glob
 import os
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -211,17 +213,20 @@ class Predictor:
 
     def predict_many(self, sources, progress: bool = False, names=None) -> list[Prediction]:
         """Many inputs, in order. Decoding runs on all cores; a bad input costs only its own row."""
+        return list(self.iter_predictions(sources, progress, names))
+
+    def iter_predictions(self, sources, progress: bool = False, names=None) -> Iterator[Prediction]:
+        """predict_many, one answer at a time as they are ready: memory stays flat for any number of inputs."""
         sources = list(sources)
         labels = [source_name(s, n) for s, n in zip(sources, names or [None] * len(sources))]
-        results: list[Prediction] = []
         pending_names, pending = [], []
         for names_part, prepared in self._prepared_chunks(prepare_chunk, sources, labels, progress):
             pending_names += names_part
             pending += prepared
             if len(pending) >= MODEL_BATCH * 4:
-                results += self._classify(pending_names, pending)
+                yield from self._classify(pending_names, pending)
                 pending_names, pending = [], []
-        return results + self._classify(pending_names, pending)
+        yield from self._classify(pending_names, pending)
 
     def read_number(self, source, name: str | None = None) -> NumberPrediction:
         """Read a multi-digit number written on one line. Bad input -> ``error``; never raises for it."""
@@ -230,12 +235,14 @@ class Predictor:
 
     def read_numbers(self, sources, progress: bool = False, names=None) -> list[NumberPrediction]:
         """Many numbers, in order; segmentation runs on all cores."""
+        return list(self.iter_numbers(sources, progress, names))
+
+    def iter_numbers(self, sources, progress: bool = False, names=None) -> Iterator[NumberPrediction]:
+        """read_numbers, one answer at a time as they are ready."""
         sources = list(sources)
         labels = [source_name(s, n) for s, n in zip(sources, names or [None] * len(sources))]
-        results = []
         for names_part, prepared in self._prepared_chunks(prepare_number_chunk, sources, labels, progress):
-            results += [self._read_prepared(n, p) for n, p in zip(names_part, prepared)]
-        return results
+            yield from (self._read_prepared(n, p) for n, p in zip(names_part, prepared))
 
     def _read_prepared(self, label, prepared) -> NumberPrediction:
         segments, reason, error, scale, size = prepared
@@ -320,48 +327,65 @@ CSV_FIELDS = ["path", "digit", "confidence", "uncertain", "reason", "error"] + [
 NUMBER_CSV_FIELDS = ["path", "number", "confidence", "uncertain", "digits", "confidences", "boxes", "reason", "error"]
 
 
-def csv_rows(results) -> tuple[list[str], list[dict]]:
-    """Field names and flat rows for ``--csv`` (digits or numbers)."""
-    if results and isinstance(results[0], NumberPrediction):
-        rows = [{"path": r.path, "number": r.number or "", "confidence": f"{r.confidence:.6f}",
-                 "uncertain": int(r.uncertain), "digits": " ".join(str(d.digit) for d in r.digits),
-                 "confidences": " ".join(f"{d.confidence:.4f}" for d in r.digits),
-                 "boxes": " ".join(",".join(map(str, d.box)) for d in r.digits),
-                 "reason": r.reason or "", "error": r.error or ""} for r in results]
-        return NUMBER_CSV_FIELDS, rows
-    rows = []
-    for r in results:
-        row = {"path": r.path, "digit": "" if r.digit is None else r.digit, "confidence": f"{r.confidence:.6f}",
-               "uncertain": int(r.uncertain), "reason": r.reason or "", "error": r.error or ""}
-        row.update({f"p{d}": f"{p:.6f}" for d, p in enumerate(r.probabilities)})
-        rows.append(row)
-    return CSV_FIELDS, rows
+def csv_row(result) -> dict:
+    """One flat ``--csv`` row of a Prediction or a NumberPrediction."""
+    if isinstance(result, NumberPrediction):
+        return {"path": result.path, "number": result.number or "", "confidence": f"{result.confidence:.6f}",
+                "uncertain": int(result.uncertain), "digits": " ".join(str(d.digit) for d in result.digits),
+                "confidences": " ".join(f"{d.confidence:.4f}" for d in result.digits),
+                "boxes": " ".join(",".join(map(str, d.box)) for d in result.digits),
+                "reason": result.reason or "", "error": result.error or ""}
+    row = {"path": result.path, "digit": "" if result.digit is None else result.digit,
+           "confidence": f"{result.confidence:.6f}", "uncertain": int(result.uncertain),
+           "reason": result.reason or "", "error": result.error or ""}
+    row.update({f"p{d}": f"{p:.6f}" for d, p in enumerate(result.probabilities)})
+    return row
+
+
+@contextmanager
+def csv_writer(path, numbers: bool = False):
+    """``with csv_writer(path) as write: write(result)`` streams rows into a temp file in the same folder,
+    renamed over ``path`` only when the block ends without an error (atomic)."""
+    import csv
+
+    with atomic_path(Path(path)) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=NUMBER_CSV_FIELDS if numbers else CSV_FIELDS)
+        writer.writeheader()
+        yield lambda result: writer.writerow(csv_row(result))
 
 
 def write_csv(results, path) -> Path:
-    """Write ``results`` as CSV atomically: a temp file in the same folder, then a rename."""
-    import csv
-
-    fields, rows = csv_rows(results)
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    """Write ``results`` (digits or numbers) as CSV atomically."""
+    results = list(results)
+    with csv_writer(path, numbers=bool(results) and isinstance(results[0], NumberPrediction)) as write:
+        for result in results:
+            write(result)
+    return Path(path)
 
 
 def format_table(results) -> str:
     """A plain-text table, one line per input; errors and "no digit" reasons in the last column."""
     numbers = bool(results) and isinstance(results[0], NumberPrediction)
-    width = min(60, max([len(str(r.path)) for r in results] + [4]))
+    width = table_width([str(r.path) for r in results])
+    return "\n".join(table_header(width, numbers) + [table_line(r, width, numbers) for r in results])
+
+
+def table_width(paths) -> int:
+    """The path column's width: the longest path, within 4..60 characters."""
+    return min(60, max([len(str(p)) for p in paths] + [4]))
+
+
+def table_header(width: int, numbers: bool = False) -> list[str]:
     head = f"{'path':<{width}}  {'number' if numbers else 'digit':>8}  confidence  note"
-    lines = [head, "-" * len(head)]
-    for r in results:
-        path = str(r.path) if len(str(r.path)) <= width else "..." + str(r.path)[-(width - 3):]
-        value = (r.number if numbers else r.digit)
-        note = r.error or (f"no digit: {r.reason}" if r.reason else "") or ("uncertain" if r.uncertain else "")
-        shown = "-" if value is None else str(value)
-        confidence = f"{r.confidence:10.4f}" if value is not None else f"{'':>10}"
-        lines.append(f"{path:<{width}}  {shown:>8}  {confidence}  {note}".rstrip())
-    return "\n".join(lines)
+    return [head, "-" * len(head)]
+
+
+def table_line(result, width: int, numbers: bool = False) -> str:
+    path = str(result.path)
+    path = path if len(path) <= width else "..." + path[-(width - 3):]
+    value = result.number if numbers else result.digit
+    note = (result.error or (f"no digit: {result.reason}" if result.reason else "")
+            or ("uncertain" if result.uncertain else ""))
+    shown = "-" if value is None else str(value)
+    confidence = f"{result.confidence:10.4f}" if value is not None else f"{'':>10}"
+    return f"{path:<{width}}  {shown:>8}  {confidence}  {note}".rstrip()
