@@ -1,14 +1,33 @@
-"""Shared by the benchmark scripts: describe the machine, and write a result file atomically."""
+"""Shared by the benchmark scripts: describe the machine, run a command and measure it, write a result file."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import subprocess
+import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+# Measured commands run under this preamble, which prints the process's own peak memory (VmHWM) on stderr
+# as it exits. wait4's ru_maxrss will not do: on Linux a child's figure starts at its parent's peak (exec
+# keeps the high-water mark of the address space it replaces), so a benchmark holding MNIST and a model
+# would pass its own size on to every command it measures.
+_PEAK_PREAMBLE = """
+import atexit, runpy, sys
+def report_peak():
+    with open('/proc/self/status') as status:
+        for line in status:
+            if line.startswith('VmHWM:'):
+                sys.stderr.write('peak_rss_kb ' + line.split()[1] + '\\n')
+atexit.register(report_peak)
+sys.argv = sys.argv[1:]
+runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)
+"""
 
 
 def machine_info() -> dict:
@@ -40,3 +59,17 @@ def write_result(name: str, result: dict) -> Path:
     target = write_text(RESULTS / f"{name}.json", json.dumps(result, indent=2) + "\n")
     print(f"wrote {target}")
     return target
+
+
+def run_measured(module_args: list[str], stdout=subprocess.PIPE, env: dict | None = None) -> tuple[float, float, str]:
+    """Run ``python -m MODULE ARGS...`` in a fresh process: (wall seconds, its own peak RSS in MB, its stdout
+    when piped). Raises SystemExit with the command's last words if it fails."""
+    started = time.perf_counter()
+    child = subprocess.Popen([sys.executable, "-c", _PEAK_PREAMBLE, *module_args], stdout=stdout,
+                             stderr=subprocess.PIPE, text=True, env=env)
+    out, err = child.communicate()
+    wall = time.perf_counter() - started
+    if child.returncode != 0:
+        raise SystemExit(f"python -m {' '.join(module_args)} failed with code {child.returncode}: {err.strip()[-400:]}")
+    peaks = [int(line.split()[1]) for line in err.splitlines() if line.startswith("peak_rss_kb ")]
+    return wall, peaks[-1] / 1024, out

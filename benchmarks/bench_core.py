@@ -2,7 +2,8 @@
 
 Each training run is the real CLI in a fresh process, timed from process start to finished evaluation
 (data loading, model building, training, test-set evaluation and saving included). Peak memory is the
-child's own max RSS from wait4(). Prints a table and writes benchmarks/results/core.json; asserts nothing.
+command's own peak RSS (VmHWM, which it reports as it exits; see _machine.run_measured). Prints a table
+and writes benchmarks/results/core.json; asserts nothing.
 
     MNIST_DATA=../shared/mnist .venv/bin/python benchmarks/bench_core.py            # everything (~6 min on 2 cores)
     MNIST_DATA=../shared/mnist .venv/bin/python benchmarks/bench_core.py --only cnn-fast inference
@@ -12,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import RESULTS, machine_info, write_result  # noqa: E402
+from _machine import RESULTS, machine_info, run_measured, write_result  # noqa: E402
 
 # What each training run is compared against (issue targets and the seeds' published figures).
 TRAIN_RUNS = {
@@ -33,24 +32,12 @@ PEAK_MEMORY_TARGET_MB = 1536
 REPEATS = {"cnn-fast": 3}  # a 15 s run varies by a second or two between runs: report the median of 3
 
 
-def peak_rss_mb(command: list[str]) -> tuple[float, float, str]:
-    """Run a command, return (wall seconds, its own peak RSS in MB, stdout) using wait4's per-child rusage."""
-    started = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    stdout = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    wall = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(command)} failed")
-    return wall, usage.ru_maxrss / 1024, stdout
-
-
 def train_run(architecture: str, seed: int, workdir: Path) -> dict:
     """Train in a fresh process; short runs are repeated and the median wall time is reported."""
     out = workdir / f"{architecture}.safetensors"
-    command = [sys.executable, "-m", "mnist_classifier.cli", "train", "--architecture", architecture,
+    command = ["mnist_classifier.cli", "train", "--architecture", architecture,
                "--seed", str(seed), "--out", str(out), "--json", "--quiet", "--no-report"]
-    runs = [peak_rss_mb(command) for _ in range(REPEATS.get(architecture, 1))]
+    runs = [run_measured(command) for _ in range(REPEATS.get(architecture, 1))]
     walls = sorted(wall for wall, _, _ in runs)
     wall, peak_mb, stdout = next(run for run in runs if run[0] == walls[len(walls) // 2])
     summary = json.loads(stdout)

@@ -12,7 +12,8 @@ Measured:
   mnist_png      the 10k test digits as PNG files: accuracy vs the model's in-memory accuracy, and
                  end-to-end images/s (paths in, predictions out), with process and thread pools, plus
                  the decode-only and model-only rates that bound it, and the CLI on the folder
-                 (``predict FOLDER --json`` from process start to exit)
+                 (``predict FOLDER --json`` from process start to exit, with its peak memory, also
+                 on a folder of 10x as many files)
   paper          the same digits drawn as dark ink on 300x300 uneven paper (offset, scale, rotation,
                  blur, noise, JPEG): accuracy
   photo          1000x1000 JPEG "phone photos": images/s end to end (and accuracy)
@@ -27,7 +28,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _machine import machine_info  # noqa: E402
+from _machine import machine_info, run_measured  # noqa: E402
 from mnist_classifier.data import load_mnist  # noqa: E402
 from mnist_classifier.predict import Predictor  # noqa: E402
 from mnist_classifier.preprocess import prepare_batch  # noqa: E402
@@ -51,6 +51,8 @@ TARGETS = {
     "mnist_png_accuracy_gap_pp": "<= 0.2",
     "mnist_png_images_per_s": ">= 5000 (2 cores)",
     "mnist_png_cli_images_per_s": "(no target: the CLI, process start to exit)",
+    "mnist_png_cli_peak_rss_mb": "(no target: the CLI's peak memory)",
+    "mnist_png_cli_10x_files_peak_rss_mb": "(no target: the same, 10x the files)",
     "paper_accuracy": ">= 0.985",
     "photo_images_per_s": ">= 300 (2 cores)",
     "no_digit_rate": "1.0",
@@ -133,17 +135,34 @@ def bench_mnist_png(predictor, data, folder: Path, n: int) -> dict:
     return out
 
 
-def bench_cli_folder(folder: Path, labels: dict) -> dict:
-    """What a user sees: ``mnist-classifier predict FOLDER --json`` in a fresh process, start to exit."""
-    command = [sys.executable, "-m", "mnist_classifier.cli", "predict", str(folder), "--json", "--quiet"]
-    with tempfile.TemporaryFile() as answers:
-        started = time.perf_counter()
-        subprocess.run(command, stdout=answers, check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-        seconds = time.perf_counter() - started
+def bench_cli_folder(folder: Path, labels: dict, copies: int = 10) -> dict:
+    """What a user sees: ``mnist-classifier predict FOLDER --json`` in a fresh process, start to exit, and its
+    peak memory; then a folder ``copies`` times larger (hard links to the same files), to show that memory
+    does not grow with the number of files."""
+    out = {"command": "mnist-classifier predict FOLDER --json --quiet", "n": len(labels), **_run_cli(folder, labels)}
+    large = folder / "large"
+    large.mkdir()
+    try:
+        large_labels = {}
+        for k in range(copies):
+            for path, label in labels.items():
+                link = large / f"{k}_{Path(path).name}"
+                os.link(path, link)
+                large_labels[str(link)] = label
+        out["large_folder"] = {"n": len(large_labels), **_run_cli(large, large_labels)}
+    finally:
+        shutil.rmtree(large)
+    return out
+
+
+def _run_cli(folder: Path, labels: dict) -> dict:
+    with tempfile.TemporaryFile(mode="w+") as answers:
+        seconds, peak_mb, _ = run_measured(["mnist_classifier.cli", "predict", str(folder), "--json", "--quiet"],
+                                           stdout=answers, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
         answers.seek(0)
         rows = json.load(answers)
-    return {"command": "mnist-classifier predict FOLDER --json --quiet", "seconds": seconds,
-            "images_per_s": len(rows) / seconds, "accuracy": float(np.mean([r["digit"] == labels[r["path"]] for r in rows]))}
+    return {"seconds": seconds, "images_per_s": len(rows) / seconds, "peak_rss_mb": peak_mb,
+            "accuracy": float(np.mean([r["digit"] == labels[r["path"]] for r in rows]))}
 
 
 def bench_paper(predictor, data, folder: Path, n: int, seed: int) -> dict:
@@ -231,6 +250,8 @@ def main(argv=None) -> int:
         "mnist_png_accuracy_gap_pp": round(results["mnist_png"]["accuracy_gap_pp"], 3),
         "mnist_png_images_per_s": round(results["mnist_png"]["images_per_s"]),
         "mnist_png_cli_images_per_s": round(results["mnist_png"]["cli"]["images_per_s"]),
+        "mnist_png_cli_peak_rss_mb": round(results["mnist_png"]["cli"]["peak_rss_mb"]),
+        "mnist_png_cli_10x_files_peak_rss_mb": round(results["mnist_png"]["cli"]["large_folder"]["peak_rss_mb"]),
         "paper_accuracy": round(results["paper"]["accuracy"], 4),
         "photo_images_per_s": round(results["photo"]["images_per_s"]),
         "no_digit_rate": results["no_digit"]["no_digit_rate"],
