@@ -3,11 +3,12 @@
     predictor = Predictor()                       # the shipped model, loaded once
     predictor.predict("photo.jpg")                # -> Prediction(digit=7, confidence=0.998, ...)
     predictor.predict_many(collect_images(["scans/"], recursive=True), progress=True)
+    for p in predictor.iter_predictions(paths): ...   # the same, streamed: flat memory for any number of files
     predictor.read_number("cheque.png").number    # -> "2026"
 
 A Predictor holds no mutable state while predicting, so one instance can serve several threads.
-Batches are decoded in parallel worker processes (decoding and normalizing is per-image Python, which
-threads would serialize on the GIL), then the model sees large batches.
+Batches are decoded in parallel worker processes (decoding is per-image Python, which threads would
+serialize on the GIL), each normalizes its chunk as numpy stacks, then the model sees large batches.
 """
 
 from __future__ import annotations
