@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +94,24 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path, mnist):
     process.stdout.close()  # like `| head`
     assert process.wait(timeout=120) == 141
     assert process.stderr.read() == b""
+
+
+def test_ctrl_c_stops_with_one_line(tmp_path, mnist):
+    digit = tmp_path / "digit.png"
+    Image.fromarray(mnist.test_images[0]).save(digit)
+    for i in range(20000):  # quick to decode: the workers mostly wait for work, as on a big folder
+        os.link(digit, tmp_path / f"copy_{i:05d}.png")
+    command = [sys.executable, "-m", "mnist_classifier.cli", "predict", str(tmp_path), "--csv", str(tmp_path / "out.csv")]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    deadline = time.monotonic() + 60
+    while not children.read_text().strip() and time.monotonic() < deadline:  # the decoding workers started
+        time.sleep(0.01)
+    time.sleep(0.3)  # and are busy
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+    assert process.wait(timeout=60) == 130
+    assert process.stderr.read().decode() == "mnist-classifier predict: interrupted\n"
+    assert not (tmp_path / "out.csv").exists() and not list(tmp_path.glob(".out.csv*"))  # no half-written CSV
 
 
 def test_json_errors_and_no_digit(capsys, tmp_path):

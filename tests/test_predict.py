@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -99,6 +100,14 @@ def test_process_and_thread_pools_agree_with_one_by_one(pretrained, png_folder):
     for a, b, c in zip(by_process, by_thread, inline):
         assert a.digit == b.digit == c.digit
         np.testing.assert_allclose(a.probabilities, c.probabilities, atol=1e-6)
+
+
+def test_decoding_workers_leave_ctrl_c_to_the_parent(pretrained):
+    # Ctrl-C reaches the whole process group; an idle worker that raised KeyboardInterrupt would print a
+    # traceback. The parent alone handles it and stops the pool.
+    with Predictor(pretrained, workers=2)._executor() as pool:
+        assert pool.submit(signal.getsignal, signal.SIGINT).result() == signal.SIG_IGN
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_bad_files_cost_only_their_own_row(predictor, png_folder, tmp_path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import os
+import signal
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -294,7 +295,8 @@ class Predictor:
     def _executor(self):
         if self.pool == "thread":
             return ThreadPoolExecutor(max_workers=self.workers)
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=_pool_context())
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=_pool_context(),
+                                   initializer=_leave_interrupts_to_the_parent)
 
 
 def _pool_context():
@@ -308,6 +310,12 @@ def _pool_context():
     if "fork" in methods and threading.active_count() == 1:
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def _leave_interrupts_to_the_parent() -> None:
+    # Ctrl-C reaches every process of the terminal's group. The parent stops the pool; workers that
+    # raised KeyboardInterrupt too would each print a traceback on the way out.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _progress_bar(enabled: bool, total: int):
