@@ -365,7 +365,7 @@ def _ink_stack(g: np.ndarray) -> list[InkMap]:
     flat = g.reshape(n, -1)
     reason = np.full(n, None, dtype=object)
     reason[(flat.max(axis=1) - flat.min(axis=1)) < 2 / 255] = UNIFORM
-    if (reason != None).all():  # noqa: E711
+    if not _undecided(reason).any():
         return [InkMap(np.zeros_like(image), reason=why) for image, why in zip(g, reason)]
     border = np.sort(_border(g), axis=1)
     low, mid, high = (border[:, int(q * (border.shape[1] - 1))] for q in (0.1, 0.5, 0.9))
@@ -374,7 +374,7 @@ def _ink_stack(g: np.ndarray) -> list[InkMap]:
     background = np.where(dark, 1.0 - mid, mid).astype(np.float32)[:, None, None]
     if not clean.all():
         background = np.repeat(background, g.shape[1], axis=1).repeat(g.shape[2], axis=2)
-        for i in np.flatnonzero(~clean & (reason == None)):  # noqa: E711
+        for i in np.flatnonzero(~clean & _undecided(reason)):
             small = _downsample_for_stats(g[i])
             dark[i] = _is_dark_ink(small)
             background[i] = _local_background(1.0 - small if dark[i] else small, g.shape[1:])
@@ -386,6 +386,11 @@ def _ink_stack(g: np.ndarray) -> list[InkMap]:
         paper = np.maximum(1.0 - background, np.float32(0.05))
         ink /= paper if dark.all() else np.where(flip > 0, paper, np.float32(1))
     return _normalize_contrast(ink, clean, dark, reason)
+
+
+def _undecided(reason: np.ndarray) -> np.ndarray:
+    """Which images of a stack are still in the running: no reason yet why they hold no digit."""
+    return np.equal(reason, None)
 
 
 def _border(images: np.ndarray) -> np.ndarray:
@@ -479,8 +484,8 @@ def _normalize_contrast(ink: np.ndarray, clean: np.ndarray, dark: np.ndarray, re
                   (level - median < MIN_CONTRAST, BLANK),
                   ((level - floor < MIN_CONTRAST) | (floor > 0.5 * level), FLAT_NOISE)]
     for failed, why in checks:
-        reason[(reason == None) & failed] = why  # noqa: E711 (element-wise)
-    alive = reason == None  # noqa: E711
+        reason[_undecided(reason) & failed] = why  # the first failed check names the reason
+    alive = _undecided(reason)
     if not alive.any():
         return [InkMap(np.zeros_like(image), reason=why, dark_ink=bool(d)) for image, why, d in zip(ink, reason, dark)]
     span = np.where(alive, level - floor, 1.0).astype(np.float32)[:, None, None]
@@ -514,7 +519,7 @@ def _drop_specks(ink: np.ndarray, reason: np.ndarray) -> list[InkMap]:
     All images of the stack are labelled at once; blob ids run on from one image to the next.
     """
     n = len(ink)
-    alive = reason == None  # noqa: E711
+    alive = _undecided(reason)
     labels, count = _label_each((ink > LABEL_LEVEL) & alive[:, None, None])
     last_id = np.maximum.accumulate(labels.reshape(n, -1).max(axis=1))
     first_id = np.concatenate([[0], last_id[:-1]])  # image i holds ids first_id[i] + 1 .. last_id[i]
@@ -530,8 +535,8 @@ def _drop_specks(ink: np.ndarray, reason: np.ndarray) -> list[InkMap]:
     biggest, strongest = _per_image(np.maximum, owner, mass, n), _per_image(np.maximum, owner, strong, n)
     scattered = (biggest < 0.3 * np.bincount(owner, weights=mass, minlength=n)) & (blobs > 12)
     for failed, why in ((blobs == 0, BLANK), (scattered, DOTS), (strongest <= 0, BLANK)):
-        reason[(reason == None) & failed] = why  # noqa: E711
-    accepted = (reason == None)[owner]  # noqa: E711
+        reason[_undecided(reason) & failed] = why
+    accepted = _undecided(reason)[owner]
     major = (strong >= SPECK_FRACTION * strongest[owner]) & accepted
     keep = major
     if not major[accepted].all():
