@@ -14,12 +14,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
 
 # Strokes in canvas fractions (0..1), drawn the way people write these digits.
 DIGIT_STROKES = {
@@ -235,6 +237,53 @@ def test_bad_upload_shows_the_servers_one_line_error(page, tmp_path, artifacts_d
     assert view["state"] == "error" and "notes.txt" in view["status"] and "not an image" in view["status"]
     draw_with_mouse(page, DIGIT_STROKES[1])  # and the page (and server) go on working
     assert shown(page)["digit"] == "1"
+
+
+def side_by_side(*digits) -> list:
+    """The digits' strokes in a row across the pad, each in its own cell (square ones on the 2:1 number pad)."""
+    return [[((k + x) / len(digits), y) for x, y in stroke] for k, digit in enumerate(digits)
+            for stroke in DIGIT_STROKES[digit]]
+
+
+def shown_number(page) -> dict:
+    return {**shown(page), **page.evaluate("""() => ({
+        mode: document.body.dataset.mode,
+        chips: [...document.querySelectorAll('#digits li .d')].map(d => d.textContent),
+        boxInk: (() => { const c = document.getElementById('boxes');
+                         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                         let s = 0; for (let i = 3; i < d.length; i += 4) s += d[i] > 0; return s; })(),
+    })""")}
+
+
+def test_number_mode_reads_digits_written_side_by_side(page, artifacts_dir):
+    page.click(".mode label:has-text(\"A number\")")
+    pad = page.locator("#pad").bounding_box()
+    assert pad["width"] == pytest.approx(2 * pad["height"], rel=0.02)  # a wide pad for a row of digits
+    draw_with_mouse(page, side_by_side(4, 7))
+    view = shown_number(page)
+    page.screenshot(path=artifacts_dir / "page-number-47.png")
+    assert view["mode"] == "number" and view["state"] == "digit", view
+    assert view["digit"] == "47" and view["verdict"] == "It's 47", view
+    assert view["chips"] == ["4", "7"] and view["boxInk"] > 0  # each digit listed and boxed on the pad
+    page.click("#clear")
+    view = shown_number(page)
+    assert view["state"] == "empty" and view["chips"] == [] and view["boxInk"] == 0
+
+
+def test_number_mode_upload_and_switching_back(page, artifacts_dir):
+    page.keyboard.press("n")
+    page.set_input_files("#file", str(ROOT / "assets" / "sample_digits" / "number_2026.jpg"))
+    wait_for_answer(page)
+    view = shown_number(page)
+    page.screenshot(path=artifacts_dir / "page-number-upload.png")
+    assert view["mode"] == "number" and view["digit"] == "2026" and view["chips"] == list("2026"), view
+    page.keyboard.press("n")  # back to one digit: a square pad, cleared
+    view = shown_number(page)
+    pad = page.locator("#pad").bounding_box()
+    assert view["mode"] == "digit" and view["state"] == "empty" and view["boxInk"] == 0
+    assert pad["width"] == pytest.approx(pad["height"], rel=0.02)
+    draw_with_mouse(page, DIGIT_STROKES[7])
+    assert shown(page)["digit"] == "7"
 
 
 def test_phone_viewport_with_touch_drawing(browser, server, artifacts_dir):

@@ -1,17 +1,26 @@
-// The drawing page: strokes on a canvas -> PNG -> POST /v1/predict -> digit, ten bars, the 28x28 seen.
-// The server does all the image normalization; the page only draws, sends and shows.
+// The drawing page: strokes on a canvas -> PNG -> POST /v1/predict -> digit, ten bars, the 28x28 seen;
+// in number mode a wider canvas -> POST /v1/predict/number -> the number, each digit boxed on the canvas.
+// The server does all the image normalization and segmentation; the page only draws, sends and shows.
 "use strict";
 
 const LIVE_DELAY_MS = 120;   // while drawing, predict at most this long after the last move (debounce)
-const STROKE = 0.08;         // pen width as a fraction of the canvas: like a finger or a thick marker
+const STROKE = 0.08;         // pen width as a fraction of the canvas height: like a finger or a thick marker
+const MODES = {
+  digit: { endpoint: "/v1/predict", width: 280, height: 280,
+           label: "Drawing area: draw a digit here, or drop an image file" },
+  number: { endpoint: "/v1/predict/number", width: 560, height: 280,  // room for several digits in a row
+            label: "Drawing area: write a number here, its digits side by side, or drop an image file" },
+};
 
 const $ = (id) => document.getElementById(id);
 const pad = $("pad");
 const ctx = pad.getContext("2d");
 const seen = $("seen");
+const boxes = $("boxes");  // an overlay: the digits found in number mode, never part of the image sent
 const result = $("result");
 
 const state = {
+  mode: "digit",
   hasInk: false,        // anything on the canvas worth sending
   pointerId: null,      // the one pointer drawing now (a second finger is ignored)
   last: null,           // previous point of the current stroke
@@ -33,6 +42,18 @@ function clearPad() {
   ctx.fillStyle = "#fff";  // dark ink on white, like paper; the server handles either polarity
   ctx.fillRect(0, 0, pad.width, pad.height);
   state.hasInk = false;
+  clearBoxes();
+}
+
+function setMode(mode) {
+  if (mode === state.mode || !MODES[mode]) return;
+  state.mode = mode;
+  document.body.dataset.mode = mode;
+  document.querySelector(`input[name="mode"][value="${mode}"]`).checked = true;
+  pad.width = boxes.width = MODES[mode].width;  // resizing a canvas clears it; clearAll repaints the paper
+  pad.height = boxes.height = MODES[mode].height;
+  pad.setAttribute("aria-label", MODES[mode].label);
+  clearAll();
 }
 
 function toCanvas(event) {
@@ -43,7 +64,7 @@ function toCanvas(event) {
 
 function strokeTo(point) {
   ctx.strokeStyle = "#000";
-  ctx.lineWidth = STROKE * pad.width;
+  ctx.lineWidth = STROKE * pad.height;
   ctx.lineCap = "round";
   ctx.lineJoin = "round";
   ctx.beginPath();
@@ -95,20 +116,21 @@ function predictCanvas() {
   state.timer = null;
   if (!state.hasInk) return showEmpty();
   if (state.inFlight) { state.again = true; return; }  // one request at a time; the newest canvas goes next
-  pad.toBlob((blob) => send(blob, "drawing.png"), "image/png");
+  pad.toBlob((blob) => send(blob, "drawing.png", { scale: 1, dx: 0, dy: 0 }), "image/png");
 }
 
-async function send(blob, name) {
+// ``view`` maps the sent image's pixels onto the pad (an upload is scaled to fit), for the digits' boxes.
+async function send(blob, name, view) {
   const seq = ++state.sent;
   state.inFlight = true;
   const form = new FormData();
   form.append("file", blob, name);
   try {
-    const response = await fetch("/v1/predict", { method: "POST", body: form });
+    const response = await fetch(MODES[state.mode].endpoint, { method: "POST", body: form });
     const body = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
     if (seq > state.shown) {
       state.shown = seq;
-      if (response.ok) showPrediction(body, seq); else showError(body.detail || `HTTP ${response.status}`);
+      if (response.ok) showPrediction(body, seq, view); else showError(body.detail || `HTTP ${response.status}`);
     }
   } catch (error) {
     showError(`The server did not answer (${error.message}).`);
@@ -163,17 +185,49 @@ function setAnswer(view, digit, verdict, status) {
   $("status").textContent = status;
 }
 
+function setDigits(digits) {
+  const list = $("digits");
+  list.replaceChildren(...digits.map((d) => {
+    const item = document.createElement("li");
+    const percent = `${(100 * d.confidence).toFixed(d.confidence >= 0.995 ? 0 : 1)}%`;
+    item.innerHTML = `<span class="d">${d.digit}</span><span class="pct">${percent}</span>`;
+    item.setAttribute("aria-label", `${d.digit}: ${percent} sure`);
+    return item;
+  }));
+}
+
+function clearBoxes() {
+  boxes.getContext("2d").clearRect(0, 0, boxes.width, boxes.height);
+}
+
+function drawBoxes(digits, view) {
+  const c = boxes.getContext("2d");
+  clearBoxes();
+  c.strokeStyle = c.fillStyle = "#2457c5";
+  c.lineWidth = 2;
+  c.font = "bold 16px system-ui, sans-serif";
+  for (const d of digits) {
+    const [x0, y0, x1, y1] = d.box.map((v, i) => (i % 2 ? view.dy : view.dx) + v * view.scale);
+    c.strokeRect(x0, y0, x1 - x0, y1 - y0);
+    c.fillText(String(d.digit), x0 + 3, Math.max(16, y0 - 4));
+  }
+}
+
 function showEmpty() {
-  setAnswer("empty", "–", "No digit", "Draw a digit to see what the model reads.");
+  const number = state.mode === "number";
+  setAnswer("empty", "–", number ? "No number" : "No digit",
+            number ? "Write a number to see what the model reads." : "Draw a digit to see what the model reads.");
   setBars(null, -1);
   setSeen(null);
+  setDigits([]);
+  clearBoxes();
 }
 
 function showPending() {
   if (result.dataset.state === "empty") setAnswer("pending", "…", "Reading…", "Keep drawing; the answer follows.");
 }
 
-function showPrediction(row, seq) {
+function showDigit(row) {
   setSeen(row.image);
   setBars(row.probabilities, row.digit);
   if (row.digit === null || row.digit === undefined) {
@@ -182,6 +236,23 @@ function showPrediction(row, seq) {
     const sure = `${(100 * row.confidence).toFixed(1)}% sure`;
     setAnswer("digit", String(row.digit), `It's a ${row.digit}`, row.uncertain ? `${sure}, but unsure` : sure);
   }
+}
+
+function showNumber(row, view) {
+  const digits = row.digits || [];
+  setDigits(digits);
+  drawBoxes(digits, view);
+  if (!row.number) {
+    setAnswer("nodigit", "–", "No number", row.reason ? `No digits found: ${row.reason}.` : "No digits found.");
+  } else {
+    const count = `${digits.length} digit${digits.length === 1 ? "" : "s"}`;
+    const sure = `${(100 * row.confidence).toFixed(1)}% sure of all ${count}`;
+    setAnswer("digit", row.number, `It's ${row.number}`, row.uncertain ? `${sure}, but unsure of some` : sure);
+  }
+}
+
+function showPrediction(row, seq, view) {
+  if ("number" in row) showNumber(row, view); else showDigit(row);
   window.mnistApp.predictions += 1;
   if (state.penUpAt !== null && seq >= state.penUpSeq) {
     const penUpAt = state.penUpAt;
@@ -195,6 +266,8 @@ function showError(message) {
   setAnswer("error", "!", "Could not read that", message);
   setBars(null, -1);
   setSeen(null);
+  setDigits([]);
+  clearBoxes();
 }
 
 // ---------------------------------------------------------------- upload and drag-and-drop
@@ -203,17 +276,19 @@ async function readFile(file) {
   if (!file) return;
   clearTimeout(state.timer);
   clearPad();
+  let view = { scale: 1, dx: 0, dy: 0 };
   try {
     const bitmap = await createImageBitmap(file);  // shown on the pad, scaled to fit
     const scale = Math.min(pad.width / bitmap.width, pad.height / bitmap.height);
     const w = bitmap.width * scale, h = bitmap.height * scale;
-    ctx.drawImage(bitmap, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
+    view = { scale, dx: (pad.width - w) / 2, dy: (pad.height - h) / 2 };
+    ctx.drawImage(bitmap, view.dx, view.dy, w, h);
     state.hasInk = true;
   } catch (error) {
     // Not an image the browser can show; the server still gets it and says what is wrong.
   }
   showPending();
-  send(file, file.name || "upload");  // the original file: full resolution, the server normalizes it
+  send(file, file.name || "upload", view);  // the original file: full resolution, the server normalizes it
 }
 
 $("upload").addEventListener("click", () => $("file").click());
@@ -238,11 +313,18 @@ function clearAll() {
   showEmpty();
 }
 $("clear").addEventListener("click", clearAll);
+document.querySelectorAll('input[name="mode"]').forEach((input) => {
+  input.addEventListener("change", () => setMode(input.value));
+});
 
 document.addEventListener("keydown", (event) => {
   if (event.ctrlKey || event.metaKey || event.altKey || event.target.tagName === "INPUT") return;
   if (event.key === "Escape" || event.key === "Delete") { clearAll(); event.preventDefault(); }
   else if (event.key === "u" || event.key === "U") { $("file").click(); event.preventDefault(); }
+  else if (event.key === "n" || event.key === "N") {
+    setMode(state.mode === "digit" ? "number" : "digit");
+    event.preventDefault();
+  }
 });
 
 async function showModel() {
@@ -257,6 +339,7 @@ async function showModel() {
 }
 
 buildBars();
+document.body.dataset.mode = state.mode;
 clearPad();
 showEmpty();
 window.mnistApp.readyMs = performance.now();  // milliseconds since navigation start
