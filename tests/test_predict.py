@@ -74,6 +74,15 @@ def test_no_digit_has_a_reason_not_a_guess(predictor):
         assert row["digit"] is None and row["confidence"] == 0.0 and row["probabilities"] == [0.0] * 10
 
 
+def test_a_number_read_as_one_digit_is_flagged(predictor, mnist):
+    result = predictor.predict(SAMPLES / "number_2026.jpg")
+    assert result.digit is not None and result.uncertain  # still an answer, but flagged
+    assert result.note.startswith("the ink is much wider than one digit: several digits side by side?")
+    assert result.to_dict()["note"] == result.note
+    digits = predictor.predict_many([mnist.test_images[i] for i in range(500)])
+    assert all(r.note is None for r in digits)  # single digits, even wide ones, are not flagged
+
+
 def test_threshold_flags_uncertain_answers(pretrained, typical):
     assert Predictor(pretrained, threshold=1.0).predict(typical[1][0]).uncertain
     assert not Predictor(pretrained, threshold=0.0).predict(typical[1][0]).uncertain

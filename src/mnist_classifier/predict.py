@@ -38,6 +38,10 @@ CHUNK = 256               # images per worker task: big enough to amortize inter
 PARALLEL_MIN = 64         # fewer images than this are decoded in-process (a pool costs ~0.1 s to start)
 MODEL_BATCH = 1024        # images gathered before a forward pass
 NO_PROBABILITIES = [0.0] * 10  # rows without a classification keep the 10-float shape of the contract
+# Ink this many times wider than tall is not one digit: the widest of MNIST's 10,000 test digits is 2.0.
+SEVERAL_DIGITS_ASPECT = 2.2
+SEVERAL_DIGITS_NOTE = ("the ink is much wider than one digit: several digits side by side? "
+                       "Read them as a number (predict --number, POST /v1/predict/number)")
 
 
 @dataclass
@@ -52,6 +56,7 @@ class Prediction:
     error: str | None = None
     reason: str | None = None
     uncertain: bool = False
+    note: str | None = None          # a warning about the answer, e.g. when the image holds several digits
     image: np.ndarray | None = None  # the (28, 28) float array the model saw
 
     def to_dict(self, include_image: bool = False) -> dict:
@@ -63,6 +68,7 @@ class Prediction:
             "probabilities": [round(float(p), 6) for p in self.probabilities],
             "top_k": [{"digit": int(d), "probability": round(float(p), 6)} for d, p in self.top_k],
             "uncertain": bool(self.uncertain),
+            "note": self.note,
             "reason": self.reason,
             "error": self.error,
         }
@@ -196,9 +202,10 @@ class Predictor:
             return Prediction(path=name, error=error, reason=None if error else reason)
         order = np.argsort(probs)[::-1][: self.top_k]
         digit, confidence = int(order[0]), float(probs[order[0]])
+        note = SEVERAL_DIGITS_NOTE if _wider_than_a_digit(image) else None
         return Prediction(path=name, digit=digit, confidence=confidence, probabilities=probs.tolist(),
                           top_k=[(int(d), float(probs[d])) for d in order],
-                          uncertain=confidence < self.threshold, image=image)
+                          uncertain=confidence < self.threshold or note is not None, note=note, image=image)
 
     def _classify(self, names, prepared) -> list[Prediction]:
         ready = [i for i, (image, _, _) in enumerate(prepared) if image is not None]
@@ -312,6 +319,12 @@ def _pool_context():
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
+def _wider_than_a_digit(image: np.ndarray) -> bool:
+    """A number squeezed into one 28x28 field: its ink spans far more columns than rows."""
+    rows, cols = np.flatnonzero(image.max(axis=1) > 0.05), np.flatnonzero(image.max(axis=0) > 0.05)
+    return rows.size > 0 and (cols[-1] - cols[0] + 1) > SEVERAL_DIGITS_ASPECT * (rows[-1] - rows[0] + 1)
+
+
 def _leave_interrupts_to_the_parent() -> None:
     # Ctrl-C reaches every process of the terminal's group. The parent stops the pool; workers that
     # raised KeyboardInterrupt too would each print a traceback on the way out.
@@ -332,7 +345,7 @@ def _scaled(box, scale: float):
 
 # ---------------------------------------------------------------------------------------------- output
 
-CSV_FIELDS = ["path", "digit", "confidence", "uncertain", "reason", "error"] + [f"p{d}" for d in range(10)]
+CSV_FIELDS = ["path", "digit", "confidence", "uncertain", "note", "reason", "error"] + [f"p{d}" for d in range(10)]
 NUMBER_CSV_FIELDS = ["path", "number", "confidence", "uncertain", "digits", "confidences", "boxes", "reason", "error"]
 
 
@@ -346,7 +359,7 @@ def csv_row(result) -> dict:
                 "reason": result.reason or "", "error": result.error or ""}
     row = {"path": result.path, "digit": "" if result.digit is None else result.digit,
            "confidence": f"{result.confidence:.6f}", "uncertain": int(result.uncertain),
-           "reason": result.reason or "", "error": result.error or ""}
+           "note": result.note or "", "reason": result.reason or "", "error": result.error or ""}
     row.update({f"p{d}": f"{p:.6f}" for d, p in enumerate(result.probabilities)})
     return row
 
@@ -394,7 +407,7 @@ def table_line(result, width: int, numbers: bool = False) -> str:
     path = path if len(path) <= width else "..." + path[-(width - 3):]
     value = result.number if numbers else result.digit
     note = (result.error or (f"no digit: {result.reason}" if result.reason else "")
-            or ("uncertain" if result.uncertain else ""))
+            or getattr(result, "note", None) or ("uncertain" if result.uncertain else ""))
     shown = "-" if value is None else str(value)
     confidence = f"{result.confidence:10.4f}" if value is not None else f"{'':>10}"
     return f"{path:<{width}}  {shown:>8}  {confidence}  {note}".rstrip()

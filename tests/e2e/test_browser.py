@@ -271,8 +271,12 @@ def test_number_mode_reads_digits_written_side_by_side(page, artifacts_dir):
 
 
 def test_number_mode_upload_and_switching_back(page, artifacts_dir):
+    number = ROOT / "assets" / "sample_digits" / "number_2026.jpg"
+    page.set_input_files("#file", str(number))  # in one-digit mode: an answer, and a pointer to number mode
+    wait_for_answer(page)
+    assert "looks like several digits: switch to “A number”" in shown(page)["status"]
     page.keyboard.press("n")
-    page.set_input_files("#file", str(ROOT / "assets" / "sample_digits" / "number_2026.jpg"))
+    page.set_input_files("#file", str(number))
     wait_for_answer(page)
     view = shown_number(page)
     page.screenshot(path=artifacts_dir / "page-number-upload.png")

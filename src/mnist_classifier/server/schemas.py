@@ -28,8 +28,11 @@ class Prediction(BaseModel):
     probabilities: list[float] = Field(description="ten probabilities, for digits 0..9")
     top_k: list[TopK] = Field(description="the most likely digits, best first")
     error: Optional[str] = Field(None, description="null, or one line when the file could not be read")
-    reason: Optional[str] = Field(None, description="why `digit` is null or uncertain")
-    uncertain: Optional[bool] = Field(None, description="true when the best guess is below the threshold")
+    reason: Optional[str] = Field(None, description="why `digit` is null")
+    uncertain: Optional[bool] = Field(None, description="true when the best guess is below the threshold, "
+                                      "or when `note` warns about the answer")
+    note: Optional[str] = Field(None, description="a warning about the answer: the image seems to hold several "
+                                "digits side by side (read it with /v1/predict/number)")
     image: Optional[list[list[float]]] = Field(None, description="the 28x28 grid the model saw: ink 1.0 on 0.0")
 
 

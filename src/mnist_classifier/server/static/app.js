@@ -234,7 +234,9 @@ function showDigit(row) {
     setAnswer("nodigit", "–", "No digit", row.reason ? `No digit found: ${row.reason}.` : "No digit found.");
   } else {
     const sure = `${(100 * row.confidence).toFixed(1)}% sure`;
-    setAnswer("digit", String(row.digit), `It's a ${row.digit}`, row.uncertain ? `${sure}, but unsure` : sure);
+    const status = row.note ? `${sure}, but it looks like several digits: switch to “A number” to read them.`
+                 : row.uncertain ? `${sure}, but unsure` : sure;
+    setAnswer("digit", String(row.digit), `It's a ${row.digit}`, status);
   }
 }
 
