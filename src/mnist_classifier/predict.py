@@ -29,7 +29,7 @@ from .atomic import atomic_path
 from .errors import ConfigError
 from .inference import predict_proba, prepare_for_inference, resolve_device
 from .persist import LoadedModel, load_model, pretrained_path
-from .preprocess import IMAGE_EXTENSIONS, prepare_batch, prepare_chunk, source_name
+from .preprocess import IMAGE_EXTENSIONS, occupied_span, prepare_batch, prepare_chunk, source_name
 from .segment import prepare_number, prepare_number_chunk
 
 DEFAULT_THRESHOLD = 0.6   # below this confidence an answer is flagged uncertain (still returned)
@@ -197,21 +197,23 @@ class Predictor:
             return np.zeros((0, 10), dtype=np.float32)
         return predict_proba(self.fast_model, images)
 
-    def _answer(self, name, image, reason, error, probs) -> Prediction:
+    def _answer(self, name, image, reason, error, probs, wide=False) -> Prediction:
         if error is not None or image is None:
             return Prediction(path=name, error=error, reason=None if error else reason)
         order = np.argsort(probs)[::-1][: self.top_k]
         digit, confidence = int(order[0]), float(probs[order[0]])
-        note = SEVERAL_DIGITS_NOTE if _wider_than_a_digit(image) else None
+        note = SEVERAL_DIGITS_NOTE if wide else None
         return Prediction(path=name, digit=digit, confidence=confidence, probabilities=probs.tolist(),
                           top_k=[(int(d), float(probs[d])) for d in order],
                           uncertain=confidence < self.threshold or note is not None, note=note, image=image)
 
     def _classify(self, names, prepared) -> list[Prediction]:
         ready = [i for i, (image, _, _) in enumerate(prepared) if image is not None]
-        probs = self.probabilities(np.stack([prepared[i][0] for i in ready])) if ready else None
-        by_index = {i: probs[k] for k, i in enumerate(ready)}
-        return [self._answer(name, *prepared[i], by_index.get(i)) for i, name in enumerate(names)]
+        scores = {}  # index -> (probabilities, wider than a digit)
+        if ready:
+            images = np.stack([prepared[i][0] for i in ready])
+            scores = dict(zip(ready, zip(self.probabilities(images), _wider_than_a_digit(images))))
+        return [self._answer(name, *prepared[i], *scores.get(i, (None, False))) for i, name in enumerate(names)]
 
     # -------------------------------------------------------------- public
 
@@ -319,10 +321,10 @@ def _pool_context():
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
-def _wider_than_a_digit(image: np.ndarray) -> bool:
-    """A number squeezed into one 28x28 field: its ink spans far more columns than rows."""
-    rows, cols = np.flatnonzero(image.max(axis=1) > 0.05), np.flatnonzero(image.max(axis=0) > 0.05)
-    return rows.size > 0 and (cols[-1] - cols[0] + 1) > SEVERAL_DIGITS_ASPECT * (rows[-1] - rows[0] + 1)
+def _wider_than_a_digit(images: np.ndarray) -> np.ndarray:
+    """Which of (N, 28, 28) images hold a number squeezed into one field: far more columns of ink than rows."""
+    ink = images > 0.05
+    return occupied_span(ink.any(axis=1)) > SEVERAL_DIGITS_ASPECT * occupied_span(ink.any(axis=2))
 
 
 def _leave_interrupts_to_the_parent() -> None:

@@ -674,7 +674,7 @@ def _already_mnist(raw: np.ndarray, level: np.ndarray) -> np.ndarray:
     Re-cropping them would undo MNIST's own choices (which pieces count as ink, how the box was rounded).
     """
     rows, cols = (raw > 0.05).any(axis=2), (raw > 0.05).any(axis=1)
-    extent = np.maximum(_extent(rows), _extent(cols))
+    extent = np.maximum(occupied_span(rows), occupied_span(cols))
     index = np.arange(MNIST_SIDE, dtype=np.float32)
     total = np.maximum(raw.sum(axis=(1, 2)), 1e-6)
     cy, cx = raw.sum(axis=2) @ index / total, raw.sum(axis=1) @ index / total
@@ -682,7 +682,7 @@ def _already_mnist(raw: np.ndarray, level: np.ndarray) -> np.ndarray:
             & (np.abs(cy - MNIST_CENTRE) <= 1.0) & (np.abs(cx - MNIST_CENTRE) <= 1.0))
 
 
-def _extent(occupied: np.ndarray) -> np.ndarray:
+def occupied_span(occupied: np.ndarray) -> np.ndarray:
     """Length from the first to the last True of each row of (N, M) (0 where none)."""
     first = occupied.argmax(axis=1)
     last = occupied.shape[1] - 1 - occupied[:, ::-1].argmax(axis=1)
