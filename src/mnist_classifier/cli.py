@@ -271,7 +271,7 @@ def run_predict(args) -> int:
             if write_json:
                 write_json(result.to_dict())
             else:
-                table.append(table_line(result, width, numbers=args.number))
+                table.append(table_line(result, width))
     if not args.json:
         print("\n".join(table))
         if failed:

@@ -378,22 +378,6 @@ def csv_writer(path, numbers: bool = False):
         yield lambda result: writer.writerow(csv_row(result))
 
 
-def write_csv(results, path) -> Path:
-    """Write ``results`` (digits or numbers) as CSV atomically."""
-    results = list(results)
-    with csv_writer(path, numbers=bool(results) and isinstance(results[0], NumberPrediction)) as write:
-        for result in results:
-            write(result)
-    return Path(path)
-
-
-def format_table(results) -> str:
-    """A plain-text table, one line per input; errors and "no digit" reasons in the last column."""
-    numbers = bool(results) and isinstance(results[0], NumberPrediction)
-    width = table_width([str(r.path) for r in results])
-    return "\n".join(table_header(width, numbers) + [table_line(r, width, numbers) for r in results])
-
-
 def table_width(paths) -> int:
     """The path column's width: the longest path, within 4..60 characters."""
     return min(60, max([len(str(p)) for p in paths] + [4]))
@@ -404,12 +388,14 @@ def table_header(width: int, numbers: bool = False) -> list[str]:
     return [head, "-" * len(head)]
 
 
-def table_line(result, width: int, numbers: bool = False) -> str:
+def table_line(result, width: int) -> str:
+    """One table line of a Prediction or a NumberPrediction; errors and "no digit" reasons in the last column."""
+    numbers = isinstance(result, NumberPrediction)
     path = str(result.path)
     path = path if len(path) <= width else "..." + path[-(width - 3):]
     value = result.number if numbers else result.digit
     note = (result.error or (f"no digit: {result.reason}" if result.reason else "")
-            or getattr(result, "note", None) or ("uncertain" if result.uncertain else ""))
+            or (None if numbers else result.note) or ("uncertain" if result.uncertain else ""))
     shown = "-" if value is None else str(value)
     confidence = f"{result.confidence:10.4f}" if value is not None else f"{'':>10}"
     return f"{path:<{width}}  {shown:>8}  {confidence}  {note}".rstrip()
