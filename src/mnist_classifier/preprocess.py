@@ -310,6 +310,10 @@ DOTS = "ink is scattered dots, not strokes"
 BATCH_PIXELS = 1 << 22  # decoded pixels a batch holds before normalizing them (16 MB as float32)
 STACK_PIXELS = 1 << 17  # images of one shape are processed together, this many pixels at a time (cache-sized)
 SAMPLE_PIXELS = 16384   # statistics of bigger images use an evenly strided sample of this many pixels
+EDGE_INK_SHARE = 0.02   # strokes run into the border of a tight crop on at least 2% of its border pixels ...
+EDGE_INK_CONTRAST = 0.3  # ... ink and paper differ by at least 30% of full scale (a shadow is fainter) ...
+FLAT_PAPER = 0.15       # ... and the paper's robust spread is under 15% of that difference (no uneven light)
+CROP_SIDE = 128         # ... in an image no larger than this: a cut-out digit, not a page in uneven light
 _OTSU_BINS = 64
 _OTSU_CENTRES = (np.arange(_OTSU_BINS) + 0.5) / _OTSU_BINS
 _STACKED_EIGHT_NEIGHBOURS = np.zeros((3, 3, 3), dtype=bool)
@@ -371,6 +375,11 @@ def _ink_stack(g: np.ndarray) -> list[InkMap]:
     low, mid, high = (border[:, int(q * (border.shape[1] - 1))] for q in (0.1, 0.5, 0.9))
     clean = (high - low) < 0.04
     dark = flat.mean(axis=1) < mid
+    edge_ink = np.zeros(n, dtype=bool)  # tight crops: strokes run into the border of a flat background
+    for i in np.flatnonzero(~clean & _undecided(reason) & (max(g.shape[1:]) <= CROP_SIDE)):
+        if (paper := _flat_with_edge_ink(g[i], border[i])) is not None:
+            clean[i] = edge_ink[i] = True
+            mid[i], dark[i] = paper
     background = np.where(dark, 1.0 - mid, mid).astype(np.float32)[:, None, None]
     if not clean.all():
         background = np.repeat(background, g.shape[1], axis=1).repeat(g.shape[2], axis=2)
@@ -385,7 +394,47 @@ def _ink_stack(g: np.ndarray) -> list[InkMap]:
     if dark.any():  # dark ink is measured relative to the paper's brightness
         paper = np.maximum(1.0 - background, np.float32(0.05))
         ink /= paper if dark.all() else np.where(flip > 0, paper, np.float32(1))
-    return _normalize_contrast(ink, clean, dark, reason)
+    return _normalize_contrast(ink, clean, dark, reason, edge_ink)
+
+
+def _flat_with_edge_ink(gray: np.ndarray, border: np.ndarray) -> tuple[float, bool] | None:
+    """(background level, dark ink) of a tightly cropped image on a flat background, else None.
+
+    A tight crop (a digit cut out of a form or a dataset that stores digits frame-filling) has strokes
+    running into its border, so the border is not one level and the photo path would take it for uneven
+    light. But its pixels still fall into two well separated levels, the paper's being flat: then the
+    paper is the level that holds most of the border, and the ink is the other.
+    """
+    sample = gray.ravel() if gray.size <= SAMPLE_PIXELS else gray.ravel()[:: gray.size // SAMPLE_PIXELS]
+    cut = float(_otsu(sample[None])[0])
+    paper_is_light = np.mean(border >= cut) >= 0.5
+    paper = sample[sample >= cut] if paper_is_light else sample[sample < cut]
+    ink = sample[sample < cut] if paper_is_light else sample[sample >= cut]
+    if ink.size == 0 or paper.size == 0:
+        return None
+    level, ink_level = float(np.median(paper)), float(np.median(ink))
+    contrast = abs(ink_level - level)
+    spread = 1.4826 * float(np.median(np.abs(paper - level)))
+    ink_on_border = np.mean(np.abs(border - level) > max(4 * spread, 0.1 * contrast))
+    if contrast < EDGE_INK_CONTRAST or spread > FLAT_PAPER * contrast or ink_on_border < EDGE_INK_SHARE:
+        return None
+    if np.ptp(_quadrant_paper_levels(gray, cut, paper_is_light)) > FLAT_PAPER * contrast:
+        return None  # the paper is lighter in one part of the image than in another: uneven light
+    return level, bool(paper_is_light)
+
+
+def _quadrant_paper_levels(gray: np.ndarray, cut: float, paper_is_light: bool) -> np.ndarray:
+    """Paper level in each quarter of the image that holds enough paper to tell.
+
+    The level is taken away from the ink side (the 75th percentile of light paper), so that the
+    anti-aliased rims of thick strokes, which crowd a quarter full of ink, do not pull it."""
+    h, w = gray.shape
+    levels = []
+    for quarter in (gray[: h // 2, : w // 2], gray[: h // 2, w // 2:], gray[h // 2:, : w // 2], gray[h // 2:, w // 2:]):
+        paper = quarter[quarter >= cut] if paper_is_light else quarter[quarter < cut]
+        if paper.size >= max(4, quarter.size // 8):
+            levels.append(_quantiles(paper, (0.75 if paper_is_light else 0.25,))[0])
+    return np.array(levels or [0.0])
 
 
 def _undecided(reason: np.ndarray) -> np.ndarray:
@@ -465,7 +514,8 @@ def _otsu(rows: np.ndarray) -> np.ndarray:
     return (np.argmax(between, axis=1) + 1) / _OTSU_BINS
 
 
-def _normalize_contrast(ink: np.ndarray, clean: np.ndarray, dark: np.ndarray, reason: np.ndarray) -> list[InkMap]:
+def _normalize_contrast(ink: np.ndarray, clean: np.ndarray, dark: np.ndarray, reason: np.ndarray,
+                        edge_ink: np.ndarray) -> list[InkMap]:
     """Map background noise to 0 and typical strokes to 1; decide blank / noise / ink, per image."""
     n = len(ink)
     flat = ink.reshape(n, -1)
@@ -473,10 +523,13 @@ def _normalize_contrast(ink: np.ndarray, clean: np.ndarray, dark: np.ndarray, re
     # A clean image's border is pure background: its noise is the noise to ignore. A photo has no such
     # border; there the whole (mostly paper) image stands in for it.
     median, floor = np.empty(n, dtype=np.float32), np.empty(n, dtype=np.float32)
-    for rows, noise in ((clean, _border(ink[clean])), (~clean, sample[~clean])):
+    plain = clean & ~edge_ink
+    for rows, noise in ((plain, _border(ink[plain])), (~clean, sample[~clean])):
         if rows.any():
             median[rows] = _row_medians(noise)
             floor[rows] = median[rows] + 4.0 * 1.4826 * _row_medians(np.abs(noise - median[rows][:, None]))
+    if edge_ink.any():  # a tight crop's border holds strokes too: its noise is that of its paper pixels
+        median[edge_ink], floor[edge_ink] = _paper_noise(sample[edge_ink])
     cut = np.maximum(_otsu(np.minimum(sample, 1.0)), floor)
     level = _masked_quantile(flat, flat > cut[:, None], 0.9)
     with np.errstate(invalid="ignore"):
@@ -498,6 +551,14 @@ def _normalize_contrast(ink: np.ndarray, clean: np.ndarray, dark: np.ndarray, re
         if m.reason is None:
             m.raw, m.level = raw[i], float(level[i])
     return maps
+
+
+def _paper_noise(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(median, median + 4 robust deviations) of the pixels below each row's Otsu split: the paper's noise."""
+    paper = rows < _otsu(np.minimum(rows, 1.0))[:, None]
+    median = _masked_quantile(rows, paper, 0.5)
+    deviation = _masked_quantile(np.abs(rows - median[:, None]), paper, 0.5)
+    return median, median + 4.0 * 1.4826 * deviation
 
 
 def _coherence(x: np.ndarray) -> np.ndarray:
