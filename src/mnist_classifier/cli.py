@@ -69,6 +69,7 @@ def _data_dir_argument(parser) -> None:
 # ---------------------------------------------------------------- train
 
 def add_train(sub) -> None:
+    from .augment import RECIPES
     from .models import REGISTRY
 
     p = sub.add_parser("train", help="train a model on MNIST, evaluate it on the test set, save it",
@@ -85,7 +86,10 @@ def add_train(sub) -> None:
     p.add_argument("--validation-split", type=float, help="fraction held out for validation (0 = none)")
     p.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="epochs without val-loss gain (0 = off)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="small random affine augmentation")
+                   help="augment each batch (as --augment-recipe says)")
+    p.add_argument("--augment-recipe", choices=list(RECIPES),
+                   help="what --augment does: affine = small random rotation/scale/shift (the default); writers = "
+                        "also other writers' styles, slant, width, pen and wobble")
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--hidden-layers", type=_csv_ints, help="mlp/mlp-bn hidden sizes, e.g. 128,64")
     p.add_argument("--dropout", type=float, help="dropout rate (mlp, cnn)")
@@ -108,7 +112,8 @@ def run_train(args) -> int:
     config = training_config(args.architecture, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              optimizer=args.optimizer, weight_decay=args.weight_decay, schedule=args.schedule,
                              validation_split=args.validation_split, early_stopping=args.early_stopping,
-                             augment=args.augment, label_smoothing=args.label_smoothing, seed=args.seed,
+                             augment=args.augment, augment_recipe=args.augment_recipe,
+                             label_smoothing=args.label_smoothing, seed=args.seed,
                              device=args.device, progress=not args.quiet)
     model_options = {"hidden_layers": args.hidden_layers, "dropout": args.dropout, "channels": args.channels}
     data = load_mnist(args.data_dir, progress=not args.quiet)

@@ -1,7 +1,7 @@
 """The training loop: in-memory tensors, batched augmentation, schedules, early stopping, history.
 
-The whole dataset lives on the device as one tensor; a batch is an index into it, and augmentation is
-one ``affine_grid``/``grid_sample`` call per batch, so there is no per-sample Python anywhere.
+The whole dataset lives on the device as one tensor; a batch is an index into it, and augmentation
+(``augment.augment_batch``) is a few whole-batch tensor operations, so there is no per-sample Python anywhere.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .augment import augment_batch, random_affine, recipe_named  # noqa: F401 (random_affine is public here too)
 from .errors import ConfigError
 from .inference import resolve_device, to_model_input
 
@@ -33,7 +34,8 @@ class TrainConfig:
     schedule: str = "constant"  # onecycle: warm up then anneal per step; plateau: halve LR when val loss stalls
     validation_split: float = 0.1  # 0 trains on all 60k (no early stopping then)
     early_stopping: int = 5  # patience in epochs on validation loss; 0 disables
-    augment: bool = False  # small random affine: +-10 deg, +-10% scale, +-2 px shift
+    augment: bool = False  # augment each batch as augment_recipe says
+    augment_recipe: str | dict = "affine"  # augment.RECIPES name or Recipe fields; affine: +-10 deg, 10% scale, 2 px
     label_smoothing: float = 0.0
     seed: int = 0
     device: str = "auto"
@@ -59,6 +61,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        recipe_named(self.augment_recipe)  # raises ConfigError for an unknown name or field
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -90,23 +93,6 @@ class History:
 
     def __len__(self) -> int:
         return len(self.epoch)
-
-
-def random_affine(x: torch.Tensor, generator: torch.Generator, degrees: float = 10.0, scale: float = 0.1,
-                  shift: float = 2.0 / 28) -> torch.Tensor:
-    """One random rotation/scale/shift per image, applied to the whole batch in a single grid_sample."""
-    n = x.shape[0]
-
-    def uniform(limit):
-        return (torch.rand(n, generator=generator, device=x.device) * 2 - 1) * limit
-
-    angle = uniform(math.radians(degrees))
-    zoom = 1 + uniform(scale)
-    tx, ty = uniform(2 * shift), uniform(2 * shift)  # affine_grid works in [-1, 1], i.e. 2 units per image
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
 
 
 def split_validation(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,7 +211,7 @@ def _train_one_epoch(model, x, y, optimizer, scheduler, config, generator, epoch
         idx = order[start:start + config.batch_size]
         xb, yb = x[idx], y[idx]
         if config.augment:
-            xb = random_affine(xb, generator).contiguous(memory_format=torch.channels_last)
+            xb = augment_batch(xb, yb, generator, config.augment_recipe).contiguous(memory_format=torch.channels_last)
         logits = model(xb)
         loss = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -307,6 +293,8 @@ def save_result(result: TrainResult, path, dataset_sha256: str):
     from . import persist
 
     training = {k: v for k, v in asdict(result.train_config).items() if k not in ("progress",)}
+    if result.train_config.augment:  # the values themselves: a recipe's name may mean other values later
+        training["augment_recipe_values"] = recipe_named(result.train_config.augment_recipe).to_dict()
     metrics = {k: v for k, v in result.evaluation.summary().items() if k != "confusion_matrix"}
     return persist.save_model(path, result.model, result.architecture, result.model_config,
                               training=training, metrics=metrics, history=result.history.to_dict(),
