@@ -169,6 +169,37 @@ class MNISTClassifier:
         predictions = self._image_predictor().predict_many(paths)
         return [{"filename": Path(p.path).name, **p.to_dict()} for p in predictions]
 
+    def evaluate_images(self, directory) -> dict:
+        """Score the current model (the shipped one if none) on a labelled folder DIR/0 ... DIR/9, read as
+        ``predict`` reads it; returns the ``evaluate --images --json`` figures."""
+        from .labelled import evaluate_images
+
+        predictor = self._image_predictor()
+        return {"model": predictor.model_path, "architecture": self.architecture,
+                **evaluate_images(directory, predictor).summary()}
+
+    def finetune(self, directory, out=None, epochs: int | None = None, **options) -> dict:
+        """Adapt the current model (the shipped one if none) to the handwriting in a labelled folder DIR/0 ...
+        DIR/9; the result becomes the current model, and ``out`` also writes it as a model file.
+
+        ``options`` are finetune.FinetuneConfig fields (lr, batch_size, mnist_share, validation_split, repeats,
+        augment, distill, seed, progress). Returns the ``finetune --json`` figures.
+        """
+        from .finetune import FinetuneConfig, finetune
+
+        if self.model is None:
+            self.load_model()
+        settings = {"seed": self.seed, "device": str(self.device), **options}
+        if epochs is not None:
+            settings["epochs"] = epochs
+        base = persist.LoadedModel(self.model, {"architecture": self.architecture, "config": self.model_config,
+                                                **self.metadata}, Path("(in memory)"))
+        result = finetune(directory, out=out, base=base, config=FinetuneConfig.from_options(settings),
+                          data=self._require_data())
+        self.model, self.metadata, self.evaluation = result.model, result.metadata, None
+        self.__dict__.pop("train_config", None)  # save_model now records the fine-tuning, not the MNIST training
+        return result.summary()
+
     def preprocess_custom_image(self, image_path) -> np.ndarray:
         """The (28, 28) float32 array in [0, 1] (light ink on dark, MNIST-style) the model sees for an image.
 

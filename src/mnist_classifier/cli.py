@@ -14,7 +14,7 @@ import sys
 import orjson
 
 from . import __version__
-from .errors import MNISTClassifierError
+from .errors import ConfigError, MNISTClassifierError
 
 
 def _csv_ints(text: str) -> list[int]:
@@ -137,10 +137,19 @@ def run_train(args) -> int:
 # ---------------------------------------------------------------- evaluate
 
 def add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="score a model on the MNIST test set",
+    p = sub.add_parser("evaluate", help="score a model on the MNIST test set, or on your own labelled images",
                        description="Accuracy, loss, per-class precision/recall/F1 and the most confused pairs "
-                                   "on MNIST's 10k test digits.")
+                                   "on MNIST's 10k test digits, or with --images DIR on a labelled folder: DIR/0 "
+                                   "... DIR/9, each holding images of that digit in any format predict reads, "
+                                   "read exactly as predict reads them. There an unreadable file is left out of "
+                                   "n (one line on stderr, and unreadable_files in --json); an image answered "
+                                   "'no digit' stays in n as a wrong answer of its digit: it lowers that digit's "
+                                   "recall and accuracy, counts in per_class no_digit and in no_digit, is a "
+                                   "uniform guess in the loss, and appears in no cell of the confusion matrix "
+                                   "(whose rows then sum to support minus no_digit).")
     _model_argument(p)
+    p.add_argument("--model", dest="model_option", default=None, metavar="MODEL", help="the same as MODEL")
+    p.add_argument("--images", metavar="DIR", help="score on the labelled folder DIR/0 ... DIR/9 instead of MNIST")
     _data_dir_argument(p)
     _device_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -153,20 +162,112 @@ def run_evaluate(args) -> int:
     from .inference import resolve_device
     from .persist import load_model, pretrained_path
 
-    loaded = load_model(args.model or pretrained_path(), device=resolve_device(args.device))
+    if args.model and args.model_option and args.model != args.model_option:
+        raise ConfigError(f"two models given ({args.model} and --model {args.model_option}): give one")
+    model = args.model or args.model_option
+    if args.images:
+        return _evaluate_images(args, model)
+    loaded = load_model(model or pretrained_path(), device=resolve_device(args.device))
     data = load_mnist(args.data_dir, progress=not args.json)
     summary = {"model": str(loaded.path), "architecture": loaded.metadata["architecture"],
                **evaluate(loaded.model, data.test_images, data.test_labels).summary()}
     if args.json:
         _print_json(summary)
-        return 0
-    print(f"{summary['model']} ({summary['architecture']}): accuracy {summary['accuracy']:.2%}  "
-          f"loss {summary['loss']:.4f}  n {summary['n']}  errors {summary['errors']}")
-    print("digit  precision  recall  f1")
+    else:
+        _print_evaluation(summary, "")
+    return 0
+
+
+def _evaluate_images(args, model) -> int:
+    from .labelled import evaluate_images
+    from .predict import Predictor
+
+    predictor = Predictor(model, device=args.device)
+    scored = evaluate_images(args.images, predictor)
+    summary = {"model": predictor.model_path, "architecture": predictor.metadata["architecture"], **scored.summary()}
+    for line in summary["warnings"] + summary["unreadable_files"] + summary["no_digit_files"]:
+        _warn(args.command, line)
+    if args.json:
+        _print_json(summary)
+    else:
+        _print_evaluation(summary, f" on {summary['images']}",
+                          f"  no digit {summary['no_digit']}  unreadable {summary['unreadable']}")
+    return 0
+
+
+def _print_evaluation(summary: dict, where: str, extra: str = "") -> None:
+    print(f"{summary['model']} ({summary['architecture']}){where}: accuracy {summary['accuracy']:.2%}  "
+          f"loss {summary['loss']:.4f}  n {summary['n']}  errors {summary['errors']}{extra}")
+    images = "no_digit" in next(iter(summary["per_class"].values()))
+    print("digit  precision  recall  f1" + ("      n  no digit" if images else ""))
     for digit, row in summary["per_class"].items():
-        print(f"  {digit}    {row['precision']:.4f}    {row['recall']:.4f}  {row['f1']:.4f}")
+        counts = f"  {row['support']:5d}  {row['no_digit']:8d}" if images else ""
+        print(f"  {digit}    {row['precision']:.4f}    {row['recall']:.4f}  {row['f1']:.4f}{counts}")
     pairs = ", ".join(f"{p['true']}->{p['predicted']} ({p['count']})" for p in summary["most_confused"][:5])
     print(f"most confused: {pairs or 'none'}")
+
+
+def _warn(command: str, line: str) -> None:
+    print(f"mnist-classifier {command}: warning: {line}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- finetune
+
+def add_finetune(sub) -> None:
+    from .finetune import FinetuneConfig as preset
+
+    p = sub.add_parser("finetune", help="adapt a model to your own handwriting from a labelled folder",
+                       description="Fine-tune a model (default: the shipped one) on a labelled folder DIR/0 ... "
+                                   "DIR/9 of your images, read exactly as predict reads them; unreadable and "
+                                   "'no digit' files are reported and skipped. A seeded, stratified part is held "
+                                   "out to judge the result: the epoch with the best accuracy on it is kept, or "
+                                   "the base weights if no epoch beats them. Every batch mixes in MNIST training "
+                                   "digits so MNIST is not forgotten; its test accuracy is reported before and "
+                                   "after. Writes an ordinary model file that records what it was tuned from and on.")
+    p.add_argument("images", metavar="DIR", help="labelled folder: DIR/0 ... DIR/9, each holding images of that digit")
+    p.add_argument("--out", "-o", required=True, help="model file to write (.safetensors)")
+    p.add_argument("--model", default=None, metavar="BASE",
+                   help="model file to start from; default: the shipped pretrained model")
+    p.add_argument("--epochs", type=int, help=f"epochs (default: {preset.epochs}; each shows every image "
+                                              f"{preset.repeats} times, differently distorted)")
+    p.add_argument("--lr", type=float, help=f"peak learning rate of the one-cycle schedule (default: {preset.lr})")
+    p.add_argument("--batch-size", type=int, help=f"images per step (default: {preset.batch_size})")
+    p.add_argument("--mnist-share", type=float,
+                   help=f"part of each batch that is MNIST training digits (default: {preset.mnist_share})")
+    p.add_argument("--validation-split", type=float,
+                   help=f"part of each digit's images held out to judge the result (default: {preset.validation_split})")
+    p.add_argument("--seed", type=int, help=f"random seed (default: {preset.seed})")
+    _device_argument(p)
+    _data_dir_argument(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object with the results")
+    p.add_argument("--quiet", "-q", action="store_true", help="no per-epoch lines")
+    p.set_defaults(run=run_finetune)
+
+
+def run_finetune(args) -> int:
+    from .finetune import FinetuneConfig, finetune
+
+    options = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "mnist_share": args.mnist_share,
+               "validation_split": args.validation_split, "seed": args.seed}
+    config = FinetuneConfig(device=args.device, progress=not (args.quiet or args.json),
+                            **{k: v for k, v in options.items() if v is not None})
+    result = finetune(args.images, out=args.out, base=args.model, config=config, data_dir=args.data_dir,
+                      warn=lambda line: _warn(args.command, line))
+    summary = result.summary()
+    if args.json:
+        _print_json(summary)
+        return 0
+    print(f"{summary['base_model']} fine-tuned on {sum(summary['images_per_class'])} images in {summary['images']} "
+          f"({summary['train_images']} to learn from, {summary['validation_images']} to validate, "
+          f"{summary['skipped']} skipped)")
+    before, after = summary["validation_accuracy_before"], summary["validation_accuracy_after"]
+    if summary["kept_base"]:
+        print(f"validation accuracy {before:.2%}: no epoch beat the base model, so its weights were kept")
+    else:
+        print(f"validation accuracy {before:.2%} -> {after:.2%} (epoch {summary['best_epoch']} of {summary['epochs']})")
+    print(f"MNIST test accuracy {summary['mnist_test_accuracy_before']:.2%} -> "
+          f"{summary['mnist_test_accuracy_after']:.2%}")
+    print(f"saved {summary['model_path']}")
     return 0
 
 
@@ -247,7 +348,6 @@ def add_predict(sub) -> None:
 
 
 def run_predict(args) -> int:
-    from .errors import ConfigError
     from .predict import (DEFAULT_THRESHOLD, IMAGE_EXTENSIONS, Predictor, collect_images, csv_writer, table_header,
                           table_line, table_width)
 
@@ -286,7 +386,7 @@ def run_predict(args) -> int:
 
 # ---------------------------------------------------------------- entry point
 
-SUBCOMMANDS = [add_train, add_evaluate, add_predict, add_report, add_serve]
+SUBCOMMANDS = [add_train, add_evaluate, add_finetune, add_predict, add_report, add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,12 +10,13 @@ from sklearn.metrics import classification_report, confusion_matrix, log_loss
 from .inference import predict_proba, prepare_for_inference
 
 DIGITS = list(range(10))
+NO_DIGIT = -1  # a predicted label: the image was read but held no digit (a wrong answer, never a confusion)
 
 
 @dataclass
 class Evaluation:
     y_true: np.ndarray  # (N,) int
-    y_pred: np.ndarray  # (N,) int
+    y_pred: np.ndarray  # (N,) int: a digit, or NO_DIGIT
     probabilities: np.ndarray  # (N, 10) float32, kept for plots (confidence, calibration)
 
     @property
@@ -39,13 +40,18 @@ class Evaluation:
 
     @property
     def confusion(self) -> np.ndarray:
-        """Counts: rows are true digits, columns predicted digits."""
+        """Counts: rows are true digits, columns predicted digits ("no digit" answers are left out)."""
         return confusion_matrix(self.y_true, self.y_pred, labels=DIGITS)
 
     @property
     def per_class_accuracy(self) -> list[float]:
-        counts = self.confusion
-        return [float(counts[d, d] / max(counts[d].sum(), 1)) for d in DIGITS]
+        # Over every image of the digit: a "no digit" answer is outside the confusion matrix but still a miss.
+        return [float(np.mean(self.y_pred[self.y_true == d] == d)) if np.any(self.y_true == d) else 0.0
+                for d in DIGITS]
+
+    @property
+    def no_digit_per_class(self) -> list[int]:
+        return np.bincount(self.y_true[self.y_pred == NO_DIGIT], minlength=10).tolist()
 
     def classification_report(self) -> dict:
         """scikit-learn's per-class precision/recall/F1/support, keyed by digit as a string."""
