@@ -545,7 +545,7 @@ def _normalize_contrast(ink: np.ndarray, clean: np.ndarray, dark: np.ndarray, re
     norm = np.clip((ink - floor[:, None, None]) / span, 0.0, 1.0)
     reason[alive & (_coherence(norm) < MIN_COHERENCE)] = NOISE
     raw = np.minimum(ink, 1.0)
-    maps = _drop_specks(norm, reason)
+    maps = _drop_specks(norm, reason, photo=~clean)
     for i, m in enumerate(maps):
         m.dark_ink = bool(dark[i])
         if m.reason is None:
@@ -570,14 +570,15 @@ def _coherence(x: np.ndarray) -> np.ndarray:
     return np.where(var > 0, (horizontal + vertical) / (2 * np.maximum(var, 1e-12)), 0.0)
 
 
-def _drop_specks(ink: np.ndarray, reason: np.ndarray) -> list[InkMap]:
+def _drop_specks(ink: np.ndarray, reason: np.ndarray, photo: np.ndarray) -> list[InkMap]:
     """Label the ink blobs; keep the strokes, drop dust, texture and shadow edges.
 
     Blobs are the connected pixels above a quarter of stroke strength (so a faint shadow edge does not
     join a digit it touches); each kept blob then takes back its faint anti-aliased rim. A blob is a
     stroke if it reaches full strength somewhere and holds at least 5% of the largest stroke's ink; a
-    lighter blob inside the box of the strokes (a broken-off piece of a stroke) stays too.
-    All images of the stack are labelled at once; blob ids run on from one image to the next.
+    lighter blob inside the box of the strokes (a broken-off piece of a stroke) stays too. In a photo,
+    ink that runs off the image is the edge of a shadow or of the page, not the digit, whenever some
+    stroke stays inside it. All images of the stack are labelled at once; blob ids run on from one image to the next.
     """
     n = len(ink)
     alive = _undecided(reason)
@@ -592,6 +593,9 @@ def _drop_specks(ink: np.ndarray, reason: np.ndarray) -> list[InkMap]:
     np.maximum.at(peak, ids, values)
     peak = peak[1:]
     strong = np.where(peak >= STROKE_PEAK, mass, 0.0)
+    off_image = _touches_border(labels, count) & photo[owner]
+    stays_inside = _per_image(np.maximum, owner, np.where(off_image, 0.0, strong), n)[owner] > 0
+    strong = np.where(off_image & stays_inside, 0.0, strong)
     blobs = np.bincount(owner, minlength=n)
     biggest, strongest = _per_image(np.maximum, owner, mass, n), _per_image(np.maximum, owner, strong, n)
     scattered = (biggest < 0.3 * np.bincount(owner, weights=mass, minlength=n)) & (blobs > 12)
@@ -613,6 +617,13 @@ def _drop_specks(ink: np.ndarray, reason: np.ndarray) -> list[InkMap]:
     kept_by_image = np.split(kept_ids, np.searchsorted(kept_ids, last_id[:-1], side="right"))
     return [InkMap(np.zeros_like(ink[i]), reason=reason[i]) if reason[i] is not None else
             InkMap(strokes[i], labels=local_labels[i], kept=kept_by_image[i] - first_id[i]) for i in range(n)]
+
+
+def _touches_border(labels: np.ndarray, count: int) -> np.ndarray:
+    """Which of the ``count`` blobs of a labelled (N, H, W) stack reach the edge of their image."""
+    touching = np.zeros(count + 1, dtype=bool)
+    touching[_border(labels).ravel()] = True
+    return touching[1:]
 
 
 def _max_of_neighbours(stack: np.ndarray) -> np.ndarray:
