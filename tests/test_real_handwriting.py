@@ -1,0 +1,72 @@
+"""Images as other collections hold digits: tight crops, real writers outside MNIST, shaded phone photos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist_classifier.predict import Predictor
+from mnist_classifier.synth import render_on_paper, to_jpeg
+
+
+@pytest.fixture(scope="module")
+def predictor(pretrained):
+    return Predictor(pretrained, workers=1)
+
+
+def tight_crop(digit: np.ndarray, side: int, margin: int, dark_on_light: bool) -> np.ndarray:
+    """An MNIST digit cut to its ink box (``margin`` px around it), its longer side scaled to ``side`` px
+    in a square frame, as collections that store frame-filling digits keep them."""
+    ink = digit.astype(np.float32) / 255
+    rows, cols = np.flatnonzero(ink.max(axis=1) > 0.1), np.flatnonzero(ink.max(axis=0) > 0.1)
+    patch = ink[max(0, rows[0] - margin):rows[-1] + 1 + margin, max(0, cols[0] - margin):cols[-1] + 1 + margin]
+    scale = side / max(patch.shape)
+    height, width = max(1, round(patch.shape[0] * scale)), max(1, round(patch.shape[1] * scale))
+    resized = np.asarray(Image.fromarray(patch, mode="F").resize((width, height), Image.BILINEAR))
+    frame = np.zeros((side, side), np.float32)
+    top, left = (side - height) // 2, (side - width) // 2
+    frame[top:top + height, left:left + width] = np.clip(resized, 0, 1)
+    return ((1 - frame) if dark_on_light else frame) * 255
+
+
+def accuracy(results, labels) -> float:
+    return float(np.mean([r.digit == label for r, label in zip(results, labels)]))
+
+
+@pytest.mark.parametrize("side", [16, 20, 40])
+def test_tight_crops_read_as_well_as_whole_digits(predictor, mnist, side):
+    digits, labels = mnist.test_images[:600], mnist.test_labels[:600]
+    crops = [tight_crop(d, side, margin=i % 2, dark_on_light=i % 3 == 0).astype(np.uint8) for i, d in enumerate(digits)]
+    whole = predictor.predict_many(list(digits))
+    cropped = predictor.predict_many(crops)
+    assert [r.reason for r in cropped if r.digit is None] == []  # strokes touching the edge are not "no digit"
+    assert accuracy(cropped, labels) >= accuracy(whole, labels) - 0.005
+
+
+def test_a_frame_filling_zero_is_not_read_inverted(predictor, mnist):
+    zeros = mnist.test_images[mnist.test_labels == 0][:50]
+    for polarity in (False, True):
+        results = predictor.predict_many([tight_crop(d, 16, 0, polarity).astype(np.uint8) for d in zeros])
+        assert accuracy(results, [0] * len(zeros)) >= 0.96
+
+
+def test_scikit_learn_digits_of_other_writers(predictor):
+    """scikit-learn's load_digits: real handwriting from outside MNIST, stored frame-filling at 8x8."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = [np.asarray(Image.fromarray((d / 16).astype(np.float32), mode="F").resize((32, 32), Image.BICUBIC))
+              for d in bunch.images[:500]]
+    results = predictor.predict_many([(np.clip(i, 0, 1) * 255).astype(np.uint8) for i in images])
+    assert sum(r.digit is None for r in results) == 0
+    assert accuracy(results, bunch.target[:500]) >= 0.93
+
+
+def test_a_shadow_across_a_photo_is_not_a_stroke(predictor, mnist):
+    """A hard shadow edge runs off the image; the small digit on the lit part is what gets read."""
+    rng = np.random.default_rng(4)
+    digits, labels = mnist.test_images[:40], mnist.test_labels[:40]
+    photos = [to_jpeg(render_on_paper(d, rng, canvas=(450, 600), height_fraction=(0.12, 0.2), shadow=(0.45, 0.55),
+                                      blur=(0.5, 1.0), noise=(0.01, 0.02)), quality=85) for d in digits]
+    assert accuracy(predictor.predict_many(photos), labels) >= 0.95
