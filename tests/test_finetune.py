@@ -107,7 +107,7 @@ def test_evaluate_images_text_output_and_model_alias(capsys, mnist_pngs, pretrai
     root, _ = mnist_pngs
     code, out, _ = run(capsys, "evaluate", "--images", root, "--model", pretrained_path)
     assert code == 0
-    assert out.startswith(f"{pretrained_path} (cnn) on {root}: accuracy ")
+    assert out.startswith(f"{pretrained_path} (ensemble) on {root}: accuracy ")
     assert "n 300" in out and "no digit 0  unreadable 0" in out and "most confused:" in out
     _, positional, _ = run(capsys, "evaluate", pretrained_path, "--images", root)
     assert positional == out
@@ -330,7 +330,7 @@ def test_finetune_learns_a_new_hand_without_forgetting_mnist(capsys, tmp_path, w
 
     # An ordinary model file that says where it came from; evaluate reads the same MNIST figure from it.
     meta = read_metadata(out)
-    assert meta["architecture"] == "cnn" and meta["finetuned"]["from"]["path"] == str(pretrained.path)
+    assert meta["architecture"] == "ensemble" and meta["finetuned"]["from"]["path"] == str(pretrained.path)
     assert meta["finetuned"]["on"]["path"] == str(writer["own"])
     assert meta["finetuned"]["settings"]["epochs"] == summary["epochs"] == 5
     assert meta["metrics"]["accuracy"] == summary["mnist_test_accuracy_after"]

@@ -57,7 +57,7 @@ def test_nonsense_options_are_rejected(name, options, message):
 
 
 def test_unknown_architecture():
-    with pytest.raises(ConfigError, match="unknown architecture 'resnet' \\(choose from mlp, mlp-bn, cnn, cnn-fast\\)"):
+    with pytest.raises(ConfigError, match="unknown architecture 'resnet' \\(choose from mlp, mlp-bn, cnn, cnn-fast, ensemble\\)"):
         architecture("resnet")
 
 

@@ -87,5 +87,46 @@ def test_shipped_model_reproduces_its_recorded_accuracy(pretrained, mnist, pretr
 
     result = evaluate(pretrained.model, mnist.test_images, mnist.test_labels)
     assert result.accuracy == pytest.approx(pretrained.metadata["metrics"]["accuracy"], abs=1e-9)
-    assert pretrained.metadata["architecture"] == "cnn"
+    assert pretrained.metadata["architecture"] == "ensemble"
     assert pretrained_path.stat().st_size < 3 * 1024 * 1024
+
+
+def test_shipped_model_records_what_its_members_were_trained_on(pretrained):
+    members = pretrained.metadata["member_models"]
+    # a file written before recipes had names was trained with the one recipe there was, "affine"
+    assert [m["training"].get("augment_recipe", "affine") for m in members] == ["affine", "writers"]
+    assert pretrained.metadata["member_models"][1]["training"]["augment_recipe_values"]["p_writer"] > 0
+    assert all(m["dataset_sha256"] == pretrained.metadata["dataset_sha256"] for m in members)
+
+
+def test_combined_models_answer_with_their_mean_log_probability(tmp_path, mnist_dir, capsys):
+    from mnist_classifier.cli import main
+
+    members = []
+    for seed, arch in ((1, "cnn-fast"), (2, "mlp")):
+        torch.manual_seed(seed)
+        model = build_model(arch).eval()
+        members.append((model, save_model(tmp_path / f"{arch}.safetensors", model, arch, model_config(arch),
+                                          training={"seed": seed})))
+    out = tmp_path / "both.safetensors"
+    assert main(["combine", str(members[0][1]), str(members[1][1]), "--out", str(out), "--json",
+                 "--data-dir", str(mnist_dir)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    loaded = load_model(out)
+    assert loaded.metadata["architecture"] == "ensemble"
+    assert [m["training"]["seed"] for m in loaded.metadata["member_models"]] == [1, 2]
+    assert loaded.metadata["metrics"]["accuracy"] == summary["accuracy"]
+    x = torch.rand(16, 1, 28, 28)
+    expected = torch.stack([torch.log_softmax(m(x), 1) for m, _ in members]).mean(0)
+    torch.testing.assert_close(loaded.model(x), expected)
+
+
+def test_combine_needs_two_models_and_no_nested_ensembles(tmp_path, saved, capsys):
+    from mnist_classifier.cli import main
+
+    _, path = saved
+    assert main(["combine", str(path), "--out", str(tmp_path / "x.safetensors")]) == 1
+    assert "combine needs at least two model files" in capsys.readouterr().err
+    with pytest.raises(Exception, match="none of them an ensemble"):
+        build_model("ensemble", members=[{"architecture": "ensemble"}])
+    assert not (tmp_path / "x.safetensors").exists()

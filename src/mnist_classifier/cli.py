@@ -271,6 +271,44 @@ def run_finetune(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- combine
+
+def add_combine(sub) -> None:
+    p = sub.add_parser("combine", help="join several trained models into one ensemble model file",
+                       description="Join model files into one ensemble whose answer is the members' mean "
+                                   "log-probability; score it on MNIST's test set and save it.")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="model files (.safetensors) to join")
+    p.add_argument("--out", "-o", required=True, help="model file to write")
+    _data_dir_argument(p)
+    _device_argument(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object with the results")
+    p.set_defaults(run=run_combine)
+
+
+def run_combine(args) -> int:
+    from .data import load_mnist
+    from .errors import ConfigError
+    from .evaluate import evaluate
+    from .inference import resolve_device
+    from .persist import combine_models, save_model
+
+    if len(args.models) < 2:
+        raise ConfigError("combine needs at least two model files")
+    model, config, record = combine_models(args.models, device=resolve_device(args.device))
+    data = load_mnist(args.data_dir, progress=not args.json)
+    evaluation = evaluate(model, data.test_images, data.test_labels)
+    metrics = {k: v for k, v in evaluation.summary().items() if k != "confusion_matrix"}
+    path = save_model(args.out, model, "ensemble", config, metrics=metrics, dataset_sha256=data.sha256, **record)
+    summary = {"accuracy": evaluation.accuracy, "loss": evaluation.loss, "n": evaluation.n,
+               "members": list(args.models), "model_path": str(path)}
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"ensemble of {len(args.models)}: test accuracy {evaluation.accuracy:.2%}, loss {evaluation.loss:.4f}; "
+              f"saved {path}")
+    return 0
+
+
 # ---------------------------------------------------------------- report
 
 def add_report(sub) -> None:
@@ -386,7 +424,7 @@ def run_predict(args) -> int:
 
 # ---------------------------------------------------------------- entry point
 
-SUBCOMMANDS = [add_train, add_evaluate, add_finetune, add_predict, add_report, add_serve]
+SUBCOMMANDS = [add_train, add_evaluate, add_finetune, add_combine, add_predict, add_report, add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

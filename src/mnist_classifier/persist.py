@@ -92,9 +92,25 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     return LoadedModel(model, meta, path)
 
 
+def combine_models(paths, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict, dict]:
+    """One ensemble from several model files: (the model, its config, metadata recording each member's
+    file and training)."""
+    loaded = [load_model(path, device=device) for path in paths]
+    members = [{"architecture": m.metadata["architecture"], "config": m.metadata.get("config", {})} for m in loaded]
+    try:
+        model = build_model("ensemble", members=members)
+    except ConfigError as exc:
+        raise ModelFileError(f"cannot combine {', '.join(map(str, paths))}: {exc}") from None
+    for slot, member in zip(model.members, loaded):
+        slot.load_state_dict(member.model.state_dict())
+    kept = ("training", "metrics", "history", "train_seconds", "dataset_sha256", "finetuned")
+    record = [{"file": m.path.name, **{k: m.metadata[k] for k in kept if k in m.metadata}} for m in loaded]
+    return model.to(device).eval(), {"members": members}, {"member_models": record}
+
+
 def pretrained_path() -> Path:
     """The model shipped inside the package, used wherever a command's model is left out."""
-    return Path(__file__).parent / "pretrained" / "cnn.safetensors"
+    return Path(__file__).parent / "pretrained" / "digits.safetensors"
 
 
 def _first_line(exc: Exception) -> str:
