@@ -27,6 +27,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
 from .errors import ImageError
+from .lines import Structure, remove_lines_in_stack
 
 MNIST_SIDE = 28      # the model's input field
 DIGIT_BOX = 20       # MNIST scaled each digit so its longer side is 20 px ...
@@ -290,6 +291,7 @@ class InkMap:
     labels: np.ndarray | None = None
     kept: np.ndarray | None = None  # label ids of the blobs that are strokes, not specks
     dark_ink: bool = True
+    lines: Structure | None = None  # printed lines (boxes, rules) removed from ``ink``, if there were any
 
     @property
     def bbox(self) -> tuple[int, int, int, int] | None:
@@ -545,9 +547,11 @@ def _normalize_contrast(ink: np.ndarray, clean: np.ndarray, dark: np.ndarray, re
     norm = np.clip((ink - floor[:, None, None]) / span, 0.0, 1.0)
     reason[alive & (_coherence(norm) < MIN_COHERENCE)] = NOISE
     raw = np.minimum(ink, 1.0)
+    found_lines = remove_lines_in_stack(norm, _undecided(reason))  # box borders and rules are not strokes
     maps = _drop_specks(norm, reason, photo=~clean)
     for i, m in enumerate(maps):
         m.dark_ink = bool(dark[i])
+        m.lines = found_lines[i]
         if m.reason is None:
             m.raw, m.level = raw[i], float(level[i])
     return maps

@@ -1,9 +1,15 @@
 """Split a number written on one line into single digits, each normalized like an MNIST digit.
 
-The ink map (preprocess.ink_map: background, polarity, contrast and specks handled once, for the whole
-image) is cut into connected blobs; blobs stacked above each other are one digit in several strokes
-(a "5" whose bar did not touch, a broken "4"); a blob much wider than the digits' height is several
-touching digits, cut where the column of ink is thinnest.
+The ink map (preprocess.ink_map: background, polarity, contrast, printed lines and specks handled once,
+for the whole image) is cut into connected blobs; blobs stacked above each other are one digit in
+several strokes (a "5" whose bar did not touch, a broken "4"); a blob much wider than the digits' height
+is several touching digits, cut where the column of ink is thinnest.
+
+A number written one digit per box of a form is read box by box instead: the boxes' lines are gone
+from the ink map, and the cells they formed (InkMap.lines) say where each digit is. Each blob belongs
+to the cell holding most of its ink (a stroke that crosses a border stays with its digit), unless it
+has much of its ink in two cells (two digits touching across a border: cut along it); an empty cell is
+skipped.
 """
 
 from __future__ import annotations
@@ -14,13 +20,16 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import ImageError
-from .preprocess import _first_line, decode_image_scaled, fit_to_mnist, ink_map
+from .preprocess import InkMap, _first_line, decode_image_scaled, fit_to_mnist, ink_map
 
 MERGE_OVERLAP = 0.5      # blobs whose columns overlap by half the narrower one belong to one digit
 FRAGMENT_HEIGHT = 0.35   # a blob under 35% of the line's height is a piece of a neighbour, not a digit
 DIGIT_ASPECT = 0.8       # width / height of a wide handwritten digit; wider blobs hold several digits
 SPLIT_AT = 1.25          # only blobs wider than 1.25 digit widths are split
 NUMBER_WORK_SIDE = 640   # numbers are wide: keep more pixels than for one digit
+CELLS_HOLD = 0.5         # boxes are read one by one only when they hold most of the ink
+STRADDLE = 0.35          # a blob with over 35% of its ink in a second box is two touching digits
+CELL_INK = 0.1           # a box holding under 10% of the fullest box's ink holds leftovers, not a digit
 
 
 @dataclass
@@ -56,6 +65,9 @@ def segment_digits(gray: np.ndarray) -> tuple[list[Segment], str | None]:
     m = ink_map(gray)
     if m.reason:
         return [], m.reason
+    segments = _segments_in_cells(m, m.lines.cells) if m.lines is not None and m.lines.cells else None
+    if segments is not None:
+        return segments, None if segments else "no ink found"
     groups = _merge_stacked(_blobs(m.labels, m.kept))
     groups = _absorb_fragments(groups)
     line_height = float(np.median([g.height for g in groups]))
@@ -71,6 +83,43 @@ def segment_digits(gray: np.ndarray) -> tuple[list[Segment], str | None]:
                 segments.append(Segment(box, fit_to_mnist(part, box)))
     segments.sort(key=lambda s: (s.box[0] + s.box[2]) / 2)
     return segments, None if segments else "no ink found"
+
+
+def _segments_in_cells(m: InkMap, cells: list[tuple[int, int, int, int]]) -> list[Segment] | None:
+    """One digit per cell that holds ink, in the cells' reading order.
+
+    A blob belongs to the cell holding most of its ink; a blob with much of its ink in a second cell
+    is two digits that touch across the border, and is cut along it. None when most of the ink lies
+    outside the cells: then they are not where the number was written.
+    """
+    outside = len(cells)
+    owner = np.full(m.ink.shape, outside, dtype=np.intp)
+    for k, (x0, y0, x1, y1) in enumerate(cells):
+        owner[y0:y1, x0:x1] = k
+    is_kept = np.zeros(int(m.labels.max()) + 1, dtype=bool)
+    is_kept[m.kept] = True
+    inked = is_kept[m.labels] & (m.ink > 0)
+    labels, cell, ink = m.labels[inked], owner[inked], m.ink[inked]
+    mass = np.bincount(labels * (outside + 1) + cell, weights=ink,
+                       minlength=len(is_kept) * (outside + 1)).reshape(len(is_kept), outside + 1)
+    if mass[:, :outside].sum() < CELLS_HOLD * mass.sum():
+        return None
+    inside = mass[:, :outside]
+    home = np.where(inside.max(axis=1) > 0, inside.argmax(axis=1), outside)
+    second = np.sort(inside, axis=1)[:, -2] if outside > 1 else np.zeros(len(inside))
+    straddles = second >= STRADDLE * np.maximum(inside.sum(axis=1), 1e-9)
+    digit_of = np.where(straddles[labels] & (cell < outside), cell, home[labels])
+    digit_ink = np.bincount(digit_of, weights=ink, minlength=outside + 1)[:outside]
+    rows, cols = np.nonzero(inked)
+    segments = []
+    for k in np.flatnonzero(digit_ink > CELL_INK * digit_ink.max(initial=0)):
+        part = np.zeros_like(m.ink)
+        mine = digit_of == k
+        part[rows[mine], cols[mine]] = ink[mine]
+        box = _tight_box(part)
+        if box is not None:
+            segments.append(Segment(box, fit_to_mnist(part, box)))
+    return segments
 
 
 def _blobs(labels: np.ndarray, kept: np.ndarray) -> list[_Group]:

@@ -7,6 +7,7 @@ reading people's images is measured on the same kind of picture:
     img = render_on_paper(mnist.test_images[0], rng)                       # 300x300 RGB "scan"
     img = render_on_paper(digit, rng, canvas=(1000, 1000), **PHOTO)        # a phone photo
     ink = compose_number([d1, d2, d3, d4], rng); render_on_paper(ink, rng, canvas=(640, 240))
+    img = render_form([d1, d2, None, d4], rng, style="comb")           # one digit per box of a form
     jpeg = to_jpeg(img, quality=75)
 
 Ink arrays are MNIST-style: light ink (255 or 1.0) on a 0 background.
@@ -176,3 +177,157 @@ def blank_images(rng: np.random.Generator, count: int, size: int = 300) -> list[
             density = rng.uniform(0.01, 0.5)
             out.append(("salt and pepper", ((rng.random((size, size)) > density) * 255).astype(np.uint8)))
     return out
+
+
+# ---------------------------------------------------------------------------------------------- forms
+
+# Printed form lines; their colour only sets how strong they are as ink (blue and red are dark enough
+# to matter in gray).
+LINE_INKS = {"black": (0.1, 0.1, 0.12), "grey": (0.5, 0.5, 0.52), "blue": (0.2, 0.35, 0.8), "red": (0.85, 0.2, 0.2)}
+FORM_STYLES = ("boxes", "cells", "comb", "grid", "ruled", "underline")
+
+
+def render_form(digits, rng: np.random.Generator, style: str = "cells", canvas: tuple[int, int] = (640, 220),
+                line_ink=None, thickness=(1.0, 4.0), rotation: float = 2.0, cross: float = 0.25,
+                fill=(0.8, 1.0), blur=(0.0, 0.8), noise=(0.005, 0.02), shadow=(0.0, 0.2),
+                lines: bool = True) -> Image.Image:
+    """Digits written one per printed box of a form, or on printed lines; returns an RGB image.
+
+    ``digits`` are MNIST-style 28x28 arrays, left to right; ``None`` leaves its box empty. Styles:
+    ``boxes`` separate closed boxes, ``cells`` adjacent cells sharing their borders, ``comb`` a baseline
+    with ticks between the cells, ``grid`` grid paper, ``ruled`` ruled paper with the number written on a
+    line, ``underline`` one line under the number, longer than it. ``line_ink`` is a LINE_INKS name or an
+    RGB triple (random when None), ``thickness`` the lines' width in pixels (random within the bounds).
+    Each digit is pushed over its box's border with probability ``cross``. The page is rotated by up
+    to ``rotation`` degrees, then lit, blurred and noised as render_on_paper does.
+
+    ``lines=False`` draws the same page (the same random draws) without its printed lines: what a
+    perfect line remover would leave. One digit in a box or on a line, as a single-digit image:
+    ``render_form([digit], rng, style="boxes", canvas=(300, 300))``.
+    """
+    if style not in FORM_STYLES:
+        raise ValueError(f"unknown form style {style!r} (expected one of {', '.join(FORM_STYLES)})")
+    cells, rules = _form_layout(len(digits), rng, style, canvas, _uniform(rng, fill))
+    pen_layer = _digits_in_cells(digits, cells, rng, style, cross, canvas)
+    line_layer = _draw_rects(rules, _uniform(rng, thickness), canvas)
+    angle = rng.uniform(-rotation, rotation)
+    pen_layer, line_layer = (_rotated(layer, angle) for layer in (pen_layer, line_layer))
+    if not lines:
+        line_layer[:] = 0.0
+    name = line_ink if line_ink is not None else rng.choice(list(LINE_INKS))
+    line_rgb = np.array(LINE_INKS[name] if isinstance(name, str) else name, dtype=np.float32)
+    paper = _paper(rng, canvas, shadow, None)
+    pen = np.array(_pen_colour(rng), dtype=np.float32)
+    lighting = np.clip(paper.mean(axis=2, keepdims=True) / max(float(paper.mean()), 1e-3), 0, 1.2)
+    image = paper * (1.0 - line_layer[..., None]) + line_rgb * lighting * line_layer[..., None]
+    image = image * (1.0 - pen_layer[..., None]) + pen * lighting * pen_layer[..., None]
+    return _photographed(image, rng, blur, noise)
+
+
+def _form_layout(count: int, rng: np.random.Generator, style: str, canvas, fill: float):
+    """Where the digits go (one cell each) and the printed lines, as (x0, y0, x1, y1) float rectangles
+    of zero width or height (the line's centre), for _draw_rects."""
+    width, height = canvas
+    written_on_a_line = style in ("ruled", "underline")
+    gap = rng.uniform(0.15, 0.5) if style == "boxes" else rng.uniform(0.0, 0.15) if written_on_a_line else 0.0
+    aspect = 1.0 if style == "grid" else rng.uniform(1.0, 1.3)          # cell height / width
+    if written_on_a_line:
+        aspect = rng.uniform(1.3, 1.6)  # digits side by side, narrower than tall
+    cell_w = min(0.9 * width / (count + (count - 1) * gap), 0.7 * height / aspect) * fill
+    cell_h = cell_w * aspect
+    row_w = count * cell_w + (count - 1) * gap * cell_w
+    x_start = (width - row_w) / 2 + rng.uniform(-0.4, 0.4) * (width - row_w) / 2
+    y_top = (height - cell_h) / 2 + rng.uniform(-0.3, 0.3) * (height - cell_h) / 2
+    cells = [(x_start + k * cell_w * (1 + gap), y_top, x_start + k * cell_w * (1 + gap) + cell_w, y_top + cell_h)
+             for k in range(count)]
+    y_bottom, x_end = y_top + cell_h, cells[-1][2]
+    if style == "boxes":
+        rules = [r for x0, y0, x1, y1 in cells
+                 for r in ((x0, y0, x1, y0), (x0, y1, x1, y1), (x0, y0, x0, y1), (x1, y0, x1, y1))]
+    elif style == "cells":
+        rules = [(x_start, y_top, x_end, y_top), (x_start, y_bottom, x_end, y_bottom)]
+        rules += [(x, y_top, x, y_bottom) for x in [c[0] for c in cells] + [x_end]]
+    elif style == "comb":
+        tick = cell_h * rng.uniform(0.25, 0.5)
+        walls = [c[0] for c in cells] + [x_end]
+        rules = [(x_start, y_bottom, x_end, y_bottom)] + [(x, y_bottom - tick, x, y_bottom) for x in walls]
+    elif style == "grid":
+        xs = np.arange(x_start % cell_w, width, cell_w)
+        ys = np.arange(y_top % cell_h, height, cell_h)
+        rules = [(0.0, y, float(width), y) for y in ys] + [(x, 0.0, x, float(height)) for x in xs]
+    else:
+        line_y = y_bottom + cell_h * rng.uniform(-0.05, 0.08 if style == "ruled" else 0.15)
+        if style == "ruled":
+            spacing = cell_h * rng.uniform(1.15, 1.5)
+            rules = [(0.0, y, float(width), y) for y in np.arange(line_y % spacing, height, spacing)]
+        else:
+            over = cell_w * rng.uniform(0.1, 0.5, size=2)
+            rules = [(max(0.0, x_start - over[0]), line_y, min(float(width), x_end + over[1]), line_y)]
+    return cells, rules
+
+
+def _digits_in_cells(digits, cells, rng: np.random.Generator, style: str, cross: float, canvas) -> np.ndarray:
+    """The pen layer: each digit scaled to its cell and placed in it, some pushed over a border."""
+    width, height = canvas
+    layer = np.zeros((height, width), dtype=np.float32)
+    on_a_line = style in ("ruled", "underline")
+    for digit, (x0, y0, x1, y1) in zip(digits, cells):
+        cell_w, cell_h = x1 - x0, y1 - y0
+        side = max(8, int(round(cell_h * rng.uniform(0.85, 1.05))))  # the 28 px field; the ink is 20/28 of it
+        tilt = rng.uniform(-6, 6)
+        dx, dy = rng.normal(0, 0.04) * cell_w, rng.normal(0, 0.04) * cell_h
+        if rng.uniform() < cross:
+            if rng.uniform() < 0.5 and not on_a_line:
+                dx += rng.choice([-1, 1]) * rng.uniform(0.25, 0.4) * cell_w
+            else:
+                dy += rng.choice([-1, 1]) * rng.uniform(0.12, 0.25) * cell_h
+        if on_a_line:
+            dy += 0.1 * cell_h  # written on the line: the ink's bottom, not the field's, sits on it
+        if digit is None:
+            continue
+        field = Image.fromarray(as_unit(digit), mode="F").resize((side, side), Image.BICUBIC)
+        field = np.clip(np.asarray(field.rotate(tilt, resample=Image.BICUBIC), dtype=np.float32), 0, 1)
+        left = int(round((x0 + x1) / 2 + dx - side / 2))
+        top = int(round((y0 + y1) / 2 + dy - side / 2))
+        _paste_max(layer, field, left, top)
+    return layer
+
+
+def _paste_max(layer: np.ndarray, patch: np.ndarray, left: int, top: int) -> None:
+    height, width = layer.shape
+    y0, x0 = max(0, top), max(0, left)
+    y1, x1 = min(height, top + patch.shape[0]), min(width, left + patch.shape[1])
+    if y1 > y0 and x1 > x0:
+        region = layer[y0:y1, x0:x1]
+        np.maximum(region, patch[y0 - top:y1 - top, x0 - left:x1 - left], out=region)
+
+
+def _draw_rects(rules, thickness: float, canvas) -> np.ndarray:
+    """Anti-aliased straight lines ``thickness`` px wide centred on each (x0, y0, x1, y1) rectangle."""
+    width, height = canvas
+    layer = np.zeros((height, width), dtype=np.float32)
+    half = thickness / 2
+    xs, ys = np.arange(width) + 0.5, np.arange(height) + 0.5
+    for x0, y0, x1, y1 in rules:
+        # Coverage of each pixel row and column by the (widened) rectangle; their product is the pixel's.
+        cover_x = np.clip(np.minimum(xs + 0.5, x1 + half) - np.maximum(xs - 0.5, x0 - half), 0, 1)
+        cover_y = np.clip(np.minimum(ys + 0.5, y1 + half) - np.maximum(ys - 0.5, y0 - half), 0, 1)
+        np.maximum(layer, np.outer(cover_y, cover_x), out=layer)
+    return layer
+
+
+def _rotated(layer: np.ndarray, angle: float) -> np.ndarray:
+    out = Image.fromarray(layer, mode="F").rotate(angle, resample=Image.BICUBIC)
+    return np.clip(np.asarray(out, dtype=np.float32), 0, 1)
+
+
+def _photographed(image: np.ndarray, rng: np.random.Generator, blur, noise) -> Image.Image:
+    """Blur and sensor noise, scaled to the canvas as render_on_paper does."""
+    height, width = image.shape[:2]
+    img = Image.fromarray(np.clip(image * 255.0, 0, 255).astype(np.uint8), "RGB")
+    sigma = _uniform(rng, blur)
+    if sigma > 0.05:
+        img = img.filter(ImageFilter.GaussianBlur(sigma * max(width, height) / 300))
+    arr = np.asarray(img, dtype=np.float32)
+    arr += rng.normal(0.0, _uniform(rng, noise) * 255.0, size=(height, width, 1)).astype(np.float32)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
