@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import sys
 import time
 from pathlib import Path
@@ -41,7 +42,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _machine import machine_info, write_result  # noqa: E402
+from _machine import RESULTS, machine_info, write_result  # noqa: E402
 from mnist_classifier import synth  # noqa: E402
 from mnist_classifier.data import load_mnist  # noqa: E402
 from mnist_classifier.predict import Predictor  # noqa: E402
@@ -204,18 +205,19 @@ def build_rows(mnist, only, quick: bool, seed: int = 0) -> dict:
             labels.append("".join(str(pool_labels[i]) for i in idx))
         rows["numbers_line"] = (sources, labels, "number")
     if want("numbers_boxes"):
-        sources, labels = [], []
+        sources, labels, styles = [], [], []
         for k in range(150 if quick else 600):
             idx = rng.choice(len(test_ink), size=int(rng.integers(4, 7)), replace=False)
             style = synth.FORM_STYLES[k % len(synth.FORM_STYLES)]
+            styles.append(style)
             img = synth.render_form([mnist.test_images[pick[i]] for i in idx], rng, style=style)
             sources.append(jpeg(img, rng))
             labels.append("".join(str(test_labels[i]) for i in idx))
-        rows["numbers_boxes"] = (sources, labels, "number")
+        rows["numbers_boxes"] = (sources, labels, "number", styles)
     return rows
 
 
-def score(predictor: Predictor, name: str, sources, labels, kind: str) -> dict:
+def score(predictor: Predictor, name: str, sources, labels, kind: str, groups=None) -> dict:
     names = [f"{name}/{i}" for i in range(len(sources))]
     started = time.perf_counter()
     if kind == "number":
@@ -229,6 +231,9 @@ def score(predictor: Predictor, name: str, sources, labels, kind: str) -> dict:
     errors = sum(r.error is not None for r in results)
     row = {"n": len(sources), "accuracy": round(float(np.mean(right)), 4), "no_digit": int(rejected),
            "errors": int(errors), "seconds": round(time.perf_counter() - started, 2), "target": TARGETS[name]}
+    if groups is not None:  # e.g. the form style of each image
+        row["by_group"] = {g: round(float(np.mean([ok for ok, h in zip(right, groups) if h == g])), 4)
+                           for g in dict.fromkeys(groups)}
     if kind == "digit":
         confusion = {}
         for r, label in zip(results, labels):
@@ -278,12 +283,14 @@ def main(argv=None) -> int:
     mnist = load_mnist(progress=False)
     predictor = Predictor(args.model)
     rows = build_rows(mnist, set(args.only or []), args.quick)
-    results = {}
-    for name, (sources, labels, kind) in rows.items():
-        results[name] = score(predictor, name, sources, labels, kind)
+    results: dict = {}
+    if args.only and not args.no_save and (RESULTS / "real.json").is_file():  # a partial run keeps the other rows
+        results = json.loads((RESULTS / "real.json").read_text())["rows"]
+    for name, (sources, labels, kind, *groups) in rows.items():
+        results[name] = score(predictor, name, sources, labels, kind, *groups)
         r = results[name]
         print(f"{name:<16} {r['accuracy']:.2%}  n={r['n']}  no_digit={r['no_digit']}  errors={r['errors']}  "
-              f"({r['seconds']}s)  target {r['target']}  {r.get('top_confusions', '')}", flush=True)
+              f"({r['seconds']}s)  target {r['target']}  {r.get('top_confusions', r.get('by_group', ''))}", flush=True)
     if not args.only or "mnist_test" in args.only:
         from mnist_classifier.evaluate import evaluate
 

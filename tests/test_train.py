@@ -30,6 +30,7 @@ def quiet(**kw):
     ({"optimizer": "lbfgs"}, "unknown optimizer 'lbfgs'"),
     ({"schedule": "cosine"}, "unknown schedule 'cosine'"),
     ({"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\)"),
+    ({"distill": -1.0}, "distill must be a number >= 0"),
 ])
 def test_nonsense_hyperparameters_are_rejected(options, message):
     with pytest.raises(ConfigError, match=message):
@@ -116,3 +117,25 @@ def test_real_training_reaches_97_percent(mnist):
     result = train_architecture("cnn-fast", mnist, training_config("cnn-fast", progress=False))
     assert result.evaluation.accuracy >= 0.97
     assert result.summary()["epochs"] == training_config("cnn-fast").epochs
+
+
+def test_a_student_learns_its_teachers_answers(subset, tmp_path):
+    """Distillation: trained on the teacher's answers as well as the labels, a small model agrees with the
+    teacher on digits it never saw far more often than the same model trained on the labels alone, when the
+    teacher's answers differ from the labels (here a teacher that reads every digit d as 9 - d)."""
+    from mnist_classifier.inference import predict_proba
+    from mnist_classifier.persist import save_model
+
+    images, labels = subset
+    teacher = build_model("mlp", hidden_layers=[32], dropout=0.0)
+    fit(teacher, images, 9 - labels, quiet(epochs=2, validation_split=0.0, batch_size=64))
+    teacher_path = save_model(tmp_path / "teacher.safetensors", teacher, "mlp", {"hidden_layers": [32], "dropout": 0.0})
+    unseen = images[-500:]
+    agrees = {}
+    for weight in (0.0, 5.0):
+        torch.manual_seed(0)
+        student = build_model("mlp", hidden_layers=[32], dropout=0.0)
+        fit(student, images[:2000], labels[:2000],
+            quiet(epochs=2, validation_split=0.0, batch_size=64, teacher=str(teacher_path), distill=weight))
+        agrees[weight] = float(np.mean(predict_proba(student, unseen).argmax(1) == predict_proba(teacher, unseen).argmax(1)))
+    assert agrees[5.0] > agrees[0.0] + 0.3, agrees

@@ -91,6 +91,9 @@ def add_train(sub) -> None:
                    help="what --augment does: affine = small random rotation/scale/shift (the default); writers = "
                         "also other writers' styles, slant, width, pen and wobble")
     p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--teacher", metavar="MODEL",
+                   help="also learn this model file's answers on every batch (distillation), e.g. an ensemble")
+    p.add_argument("--distill", type=float, help="weight of the teacher's answers beside the labels (default: 1)")
     p.add_argument("--hidden-layers", type=_csv_ints, help="mlp/mlp-bn hidden sizes, e.g. 128,64")
     p.add_argument("--dropout", type=float, help="dropout rate (mlp, cnn)")
     p.add_argument("--channels", type=_csv_ints, help="cnn stage widths, e.g. 32,64,128")
@@ -113,7 +116,8 @@ def run_train(args) -> int:
                              optimizer=args.optimizer, weight_decay=args.weight_decay, schedule=args.schedule,
                              validation_split=args.validation_split, early_stopping=args.early_stopping,
                              augment=args.augment, augment_recipe=args.augment_recipe,
-                             label_smoothing=args.label_smoothing, seed=args.seed,
+                             label_smoothing=args.label_smoothing, teacher=args.teacher, distill=args.distill,
+                             seed=args.seed,
                              device=args.device, progress=not args.quiet)
     model_options = {"hidden_layers": args.hidden_layers, "dropout": args.dropout, "channels": args.channels}
     data = load_mnist(args.data_dir, progress=not args.quiet)

@@ -37,6 +37,8 @@ class TrainConfig:
     augment: bool = False  # augment each batch as augment_recipe says
     augment_recipe: str | dict = "affine"  # augment.RECIPES name or Recipe fields; affine: +-10 deg, 10% scale, 2 px
     label_smoothing: float = 0.0
+    teacher: str | None = None  # a model file whose answers on each (augmented) batch the model also learns
+    distill: float = 1.0  # weight of matching the teacher's probabilities (KL divergence) beside the labels
     seed: int = 0
     device: str = "auto"
     progress: bool = True
@@ -57,6 +59,7 @@ class TrainConfig:
              f"validation_split must be in (0, 1) (or 0 for none), got {self.validation_split}"),
             (self.early_stopping >= 0, f"early_stopping patience must be >= 0, got {self.early_stopping}"),
             (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.distill >= 0 and math.isfinite(self.distill), f"distill must be a number >= 0, got {self.distill}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -144,6 +147,7 @@ def fit(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, config: 
     if device.type == "cuda":
         generator = torch.Generator(device=device).manual_seed(config.seed)
     model.to(device)
+    teacher = _load_teacher(config, device)
 
     x_all = to_model_input(images).to(device).contiguous(memory_format=torch.channels_last)
     y_all = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=device)
@@ -164,7 +168,7 @@ def fit(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, config: 
         started = time.perf_counter()
         lr_at_start = optimizer.param_groups[0]["lr"]
         train_loss, train_acc = _train_one_epoch(model, x_train, y_train, optimizer, scheduler, config,
-                                                 generator, epoch)
+                                                 generator, epoch, teacher)
         val_loss, val_acc = _loss_and_accuracy(model, x_val, y_val) if x_val is not None else (None, None)
         history.epoch.append(epoch)
         history.train_loss.append(train_loss)
@@ -196,7 +200,30 @@ def fit(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, config: 
     return history
 
 
-def _train_one_epoch(model, x, y, optimizer, scheduler, config, generator, epoch) -> tuple[float, float]:
+def _load_teacher(config: TrainConfig, device: torch.device):
+    """The teacher model, BN folded and frozen, or None."""
+    if not config.teacher:
+        return None
+    from .inference import prepare_for_inference
+    from .persist import load_model
+
+    teacher = prepare_for_inference(load_model(config.teacher, device=device).model)
+    return teacher.requires_grad_(False)
+
+
+def _loss(logits, labels, xb, teacher, config: TrainConfig) -> torch.Tensor:
+    """Cross-entropy on the labels, plus (with a teacher) the divergence from the teacher's answers on the
+    same images: a strong ensemble's soft answers carry what it learned into one small model."""
+    loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
+    if teacher is None:
+        return loss
+    with torch.no_grad():
+        target = torch.log_softmax(teacher(xb), dim=1)
+    divergence = F.kl_div(torch.log_softmax(logits, dim=1), target, log_target=True, reduction="batchmean")
+    return loss + config.distill * divergence
+
+
+def _train_one_epoch(model, x, y, optimizer, scheduler, config, generator, epoch, teacher=None) -> tuple[float, float]:
     from tqdm import tqdm
 
     model.train()
@@ -213,7 +240,7 @@ def _train_one_epoch(model, x, y, optimizer, scheduler, config, generator, epoch
         if config.augment:
             xb = augment_batch(xb, yb, generator, config.augment_recipe).contiguous(memory_format=torch.channels_last)
         logits = model(xb)
-        loss = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
+        loss = _loss(logits, yb, xb, teacher, config)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
