@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from .errors import ConfigError, ImageError
 from .inference import prepare_for_inference, resolve_device, to_model_input
 from .persist import LoadedModel, load_model, pretrained_path, save_model
-from .train import History, _loss_and_accuracy, _report_epoch, random_affine
+from .train import History, _loss_and_accuracy, _report_epoch, distillation, random_affine
 
 if TYPE_CHECKING:  # evaluate and labelled import scikit-learn, which the CLI's parser should not wait for
     from .evaluate import Evaluation
@@ -312,7 +312,7 @@ def _train_epoch(model, teacher, sets: _Tensors, optimizer, schedule, config: Fi
         logits = model(xb)
         loss = F.cross_entropy(logits, yb)
         if config.distill and mixed_in:
-            loss = loss + config.distill * _distillation(logits[len(idx):], teacher, xb[len(idx):])
+            loss = loss + config.distill * distillation(logits[len(idx):], teacher, xb[len(idx):])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -321,13 +321,6 @@ def _train_epoch(model, teacher, sets: _Tensors, optimizer, schedule, config: Fi
         correct += (logits.argmax(1) == yb).sum().item()
         seen += len(yb)
     return total_loss / seen, correct / seen
-
-
-def _distillation(logits: torch.Tensor, teacher, x: torch.Tensor) -> torch.Tensor:
-    """KL divergence from the base model's answers on the same MNIST digits to the model's."""
-    with torch.inference_mode():
-        target = F.log_softmax(teacher(x), dim=1)
-    return F.kl_div(F.log_softmax(logits, dim=1), target.clone(), log_target=True, reduction="batchmean")
 
 
 def _record(history: History, epoch: int, loss: float, accuracy: float, scores: Scores, lr: float,

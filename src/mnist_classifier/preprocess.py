@@ -582,7 +582,8 @@ def _drop_specks(ink: np.ndarray, reason: np.ndarray, photo: np.ndarray) -> list
     stroke if it reaches full strength somewhere and holds at least 5% of the largest stroke's ink; a
     lighter blob inside the box of the strokes (a broken-off piece of a stroke) stays too. In a photo,
     ink that runs off the image is the edge of a shadow or of the page, not the digit, whenever some
-    stroke stays inside it. All images of the stack are labelled at once; blob ids run on from one image to the next.
+    stroke stays inside it. All images of the stack are labelled at once; blob ids run on from one
+    image to the next.
     """
     n = len(ink)
     alive = _undecided(reason)

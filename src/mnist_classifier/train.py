@@ -217,10 +217,15 @@ def _loss(logits, labels, xb, teacher, config: TrainConfig) -> torch.Tensor:
     loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
     if teacher is None:
         return loss
-    with torch.no_grad():
-        target = torch.log_softmax(teacher(xb), dim=1)
-    divergence = F.kl_div(torch.log_softmax(logits, dim=1), target, log_target=True, reduction="batchmean")
-    return loss + config.distill * divergence
+    return loss + config.distill * distillation(logits, teacher, xb)
+
+
+def distillation(logits: torch.Tensor, teacher, x: torch.Tensor) -> torch.Tensor:
+    """KL divergence from the teacher's answers on the images ``x`` to the model's ``logits`` on them."""
+    with torch.inference_mode():
+        target = F.log_softmax(teacher(x), dim=1)
+    # An inference-mode tensor cannot be saved for backward; a copy made outside it can.
+    return F.kl_div(F.log_softmax(logits, dim=1), target.clone(), log_target=True, reduction="batchmean")
 
 
 def _train_one_epoch(model, x, y, optimizer, scheduler, config, generator, epoch, teacher=None) -> tuple[float, float]:
