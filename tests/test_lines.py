@@ -176,6 +176,50 @@ def test_numbers_on_forms_are_read_exactly(mnist, predictor):
     assert min(exact.values()) >= 7, exact
 
 
+def _crossing_forms(mnist, style: str, count: int = 20):
+    """Forms whose every digit is pushed over its box's border, with the number written."""
+    out = []
+    for seed in range(count):
+        rng = np.random.default_rng(300 + seed)
+        picks = rng.integers(0, 10000, 5)
+        image = render_form([mnist.test_images[i] for i in picks], rng, style=style, cross=1.0)
+        out.append((to_jpeg(image, 90), "".join(str(mnist.test_labels[i]) for i in picks)))
+    return out
+
+
+def test_boxes_hidden_by_their_digits_are_recovered_from_the_rows_pitch(mnist, predictor):
+    """A digit on a box's border makes that border no thin line: the box is found from its neighbours'
+    pitch and its inked sides. Measured on these 20 forms: 18 with all five boxes, 15 read exactly
+    (without the pitch: 14 and 12)."""
+    forms = _crossing_forms(mnist, "boxes")
+    all_boxes = sum(len(ink_of(image).lines.cells) == 5 for image, _ in forms)
+    exact = sum(predictor.read_number(image).number == text for image, text in forms)
+    assert all_boxes >= 17 and exact >= 14, (all_boxes, exact)
+
+
+def test_digits_joined_across_a_cell_wall_are_both_read(mnist, predictor):
+    """Adjacent cells, every digit over a wall: a digit standing in a cell of its own is cut from the
+    neighbour it touches, and a row whose hidden walls double half its cells is still cut right.
+    Measured: 15 of 20 read exactly (13 before either)."""
+    forms = _crossing_forms(mnist, "cells")
+    exact = sum(predictor.read_number(image).number == text for image, text in forms)
+    assert exact >= 15, exact
+
+
+def test_no_box_is_made_up_where_the_row_has_none(mnist):
+    """Past the row's ends and in its gaps, only a place with four inked sides becomes a box: a digit
+    written without its box, one pitch past the row's last box, leaves the row at its own count."""
+    digits = [mnist.test_images[i] for i in range(4)]
+    lined, bare = (np.asarray(page) for page in form_and_bare_page(digits, 9, style="boxes", cross=0.0,
+                                                                   rotation=0.0, blur=(0.0, 0.0)))
+    cells = ink_of(Image.fromarray(lined)).lines.cells
+    assert len(cells) == 4
+    page = lined.copy()
+    last_gap = (cells[2][2] + cells[3][0]) // 2
+    page[:, last_gap:] = bare[:, last_gap:]  # the fourth digit, without its box
+    assert len(ink_of(Image.fromarray(page)).lines.cells) == 3
+
+
 @pytest.mark.parametrize("style", ["boxes", "ruled", "underline", "grid"])
 def test_a_single_digit_in_a_box_or_on_a_line_is_that_digit(typical_digits, predictor, style):
     rng = np.random.default_rng(7)

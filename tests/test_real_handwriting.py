@@ -70,3 +70,32 @@ def test_a_shadow_across_a_photo_is_not_a_stroke(predictor, mnist):
     photos = [to_jpeg(render_on_paper(d, rng, canvas=(450, 600), height_fraction=(0.12, 0.2), shadow=(0.45, 0.55),
                                       blur=(0.5, 1.0), noise=(0.01, 0.02)), quality=85) for d in digits]
     assert accuracy(predictor.predict_many(photos), labels) >= 0.95
+
+
+def test_a_digit_cut_by_the_edge_of_a_photo_is_kept(predictor, typical_digits):
+    """Ink that reaches into a photo from one edge, further than it runs along it, is a digit the edge
+    cuts (a "7" running off the bottom of a form), not the edge of a shadow: both digits are read."""
+    from mnist_classifier import preprocess
+    from mnist_classifier.synth import compose_number
+
+    ink = compose_number([typical_digits[4][0], typical_digits[7][0]], np.random.default_rng(0), gap=(6, 6))
+    drop = ink.shape[0] // 3
+    ink = np.pad(ink, ((0, drop), (0, 0)))
+    ink[:, ink.shape[1] // 2:] = np.roll(ink[:, ink.shape[1] // 2:], drop, axis=0)  # the 7 written lower
+    photo = render_on_paper(ink, np.random.default_rng(1), canvas=(400, 300), rotation=0.0,
+                            shadow=(0.2, 0.2), noise=(0.01, 0.01))
+    gray = preprocess.decode_image(to_jpeg(photo, 90), max_side=640)
+    bottom = int(np.flatnonzero(preprocess.ink_map(gray).ink.max(axis=1) > 0.5)[-1])
+    cut = np.asarray(photo)[: bottom - 8]  # through the 7, below the 4
+    assert predictor.read_number(to_jpeg(Image.fromarray(cut), 90)).number == "47"
+
+
+def test_shadow_edges_run_along_the_image_and_digits_reach_into_it():
+    from mnist_classifier.preprocess import _runs_off_the_image
+
+    labels = np.zeros((1, 60, 80), dtype=np.int32)
+    labels[0, 30:60, 10:25] = 1   # a stroke cut by the bottom edge: deeper than wide
+    labels[0, 56:60, 30:70] = 2   # a sliver along the bottom edge
+    labels[0, 0:20, 70:80] = 3    # a corner: two sides
+    labels[0, 20:40, 40:50] = 4   # inside
+    assert _runs_off_the_image(labels, 4).tolist() == [False, True, True, False]

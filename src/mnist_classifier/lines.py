@@ -73,6 +73,9 @@ TICK_LIKE = 0.35       # comb ticks are within 35% of their median length
 MIN_COMB_CELLS = 2     # a comb field has at least three ticks
 RESTRETCH = 0.8        # handwriting left under 80% strength without the lines is stretched back to 1
 MAX_BRIDGE = 16        # strokes are bridged across bands at most this high (wider runs are other lines)
+PITCH_TOLERANCE = 0.12 # boxes of one row are printed at one pitch: gaps are whole pitches within 12%
+SIDE_COVER = 0.75      # a box recovered from the pitch has ink at line strength along 75% of its sides ...
+SIDE_LEAST = 0.5       # ... and along half of each side at least (faint print fades in places)
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -146,6 +149,10 @@ def remove_lines(ink: np.ndarray) -> tuple[np.ndarray, Structure]:
     bridged = np.maximum(_bridge(clean, h.shear, h_bands), _bridge(np.ascontiguousarray(clean.T), v.shear, v_bands).T)
     out = ink.copy()
     out[y0:y1, x0:x1] = np.where(mask, bridged, clean)
+    recovered, borders = _boxes_by_pitch(ink, structure)
+    if recovered:
+        out[borders] = 0
+        structure = Structure(structure.mask | borders, structure.lines, _reading_order(structure.cells + recovered))
     return out, structure
 
 
@@ -610,7 +617,9 @@ def _complete_rows(boxes: list[Box], spans: list[tuple[int, int]]) -> list[Box]:
         if len(row) < 2:
             out += [box for box, _ in row]
             continue
-        width = float(np.median([box[2] - box[0] for box, _ in row]))
+        widths = np.array([box[2] - box[0] for box, _ in row], dtype=np.float64)
+        # Each cell is a whole number of true cells wide (most often one): half the row may be doubles.
+        width = float(np.median(widths / np.maximum(1, np.round(widths / widths.min()))))
         for (x0, y0, x1, y1), _ in row:
             count = int(round((x1 - x0) / width))
             count = count if count >= 2 and abs((x1 - x0) / width - count) <= 0.3 else 1
@@ -724,6 +733,99 @@ def _describe(runs: _Runs, keep: np.ndarray, vertical: bool) -> list[Line]:
         box = (b0, a0, b1, a1) if vertical else (a0, b0, a1, b1)
         out.append(Line(box, int(runs.thickness[k]), vertical))
     return out
+
+
+def _boxes_by_pitch(ink: np.ndarray, structure: Structure) -> tuple[list[Box], np.ndarray]:
+    """Boxes of a row that the line search missed, recovered from the row's pitch: (their cells, their
+    borders' pixels).
+
+    A digit that touches or crosses a box's border makes that border no thin line, and faint print
+    fades below the ink level in places: the box is not found, and its digit would be lost with the
+    ink outside the cells. The boxes of one row are printed alike, at one pitch: at each place a
+    whole number of pitches from the row's boxes, within the image and clear of the cells found, a
+    box of the row's size whose four sides are inked at the strength of the row's lines along most of
+    their length is one of them.
+    """
+    borders = np.zeros(ink.shape, dtype=bool)
+    if len(structure.cells) < 2 or not structure.mask.any():
+        return [], borders
+    thickness = int(np.median([line.thickness for line in structure.lines]))
+    level = max(2 * RIM_LEVEL, 0.5 * float(np.percentile(ink[structure.mask], 90)))
+    found: list[Box] = []
+    for row in _rows([(c,) for c in structure.cells]):
+        cells = [cell for (cell,) in row]
+        for box in _pitch_places(cells, ink.shape):
+            ring = _inked_ring(ink, box, thickness, level, _row_slope(cells))
+            if ring is not None and not any(_overlaps(box, c) for c in structure.cells + found):
+                found.append(box)
+                borders |= ring
+    return found, borders
+
+
+def _pitch_places(cells: list[Box], shape) -> list[Box]:
+    """Boxes of the row's size a whole number of pitches from its cells: in its gaps and past its ends."""
+    widths = np.array([c[2] - c[0] for c in cells], dtype=np.float64)
+    if len(cells) < 2 or np.ptp(widths) > 2 * PITCH_TOLERANCE * widths.mean():
+        return []
+    steps = np.diff([c[0] for c in cells]).astype(np.float64)
+    pitch = float(steps.min())
+    if pitch < widths.mean() or np.any(np.abs(steps / pitch - np.round(steps / pitch)) > PITCH_TOLERANCE):
+        return []
+    width, height = int(round(widths.mean())), int(round(np.mean([c[3] - c[1] for c in cells])))
+    centres = np.array([[(c[0] + c[2]) / 2, (c[1] + c[3]) / 2] for c in cells])
+    slope = _row_slope(cells)
+    starts = set()
+    for (a, _), step in zip(centres, steps):
+        count = int(round(step / pitch))
+        starts.update(a + k * step / count for k in range(1, count))
+    before = np.arange(centres[0, 0] - pitch, width / 2 - 1, -pitch)
+    after = np.arange(centres[-1, 0] + pitch, shape[1] - width / 2 + 1, pitch)
+    starts.update(before.tolist() + after.tolist())
+    places = []
+    for x in sorted(starts):
+        y = float(np.mean(centres[:, 1] + slope * (x - centres[:, 0])))
+        x0, y0 = int(round(x - width / 2)), int(round(y - height / 2))
+        places.append((x0, y0, x0 + width, y0 + height))
+    return places
+
+
+def _row_slope(cells: list[Box]) -> float:
+    """Rows per column of a row of cells (a rotated form)."""
+    xs = np.array([(c[0] + c[2]) / 2 for c in cells])
+    ys = np.array([(c[1] + c[3]) / 2 for c in cells])
+    return float(np.polyfit(xs, ys, 1)[0]) if np.ptp(xs) > 0 else 0.0
+
+
+def _inked_ring(ink: np.ndarray, box: Box, thickness: int, level: float, slope: float) -> np.ndarray | None:
+    """The pixels of the border around the inner ``box`` when its four sides are inked, else None."""
+    x0, y0, x1, y1 = box
+    height, width = ink.shape
+    depth = thickness + 2  # the line, and its blurred rim
+    if x0 - depth < 0 or y0 - depth < 0 or x1 + depth > width or y1 + depth > height:
+        return None
+    ring = np.zeros(ink.shape, dtype=bool)
+    xs, ys = np.arange(x0, x1), np.arange(y0, y1)
+    tilt_x = np.rint(slope * (xs - (x0 + x1) / 2)).astype(np.intp)   # rows a horizontal side drifts
+    tilt_y = np.rint(-slope * (ys - (y0 + y1) / 2)).astype(np.intp)  # columns a vertical side drifts
+    offsets = np.arange(-depth, 1)
+    cover = []
+    for edge, outward in ((y0, -1), (y1 - 1, 1)):
+        rows = np.clip(edge + outward * -offsets[:, None] + tilt_x[None, :], 0, height - 1)
+        cover.append((ink[rows, xs[None, :]].max(axis=0) >= level).mean())
+        ring[rows, np.broadcast_to(xs, rows.shape)] = True
+    for edge, outward in ((x0, -1), (x1 - 1, 1)):
+        cols = np.clip(edge + outward * -offsets[:, None] + tilt_y[None, :], 0, width - 1)
+        cover.append((ink[ys[None, :], cols].max(axis=0) >= level).mean())
+        ring[np.broadcast_to(ys, cols.shape), cols] = True
+    return ring if np.mean(cover) >= SIDE_COVER and min(cover) >= SIDE_LEAST else None
+
+
+def _overlaps(a: Box, b: Box) -> bool:
+    """The two boxes share over a third of the smaller one's area."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return w > 0 and h > 0 and w * h > smaller / 3
 
 
 def _reading_order(cells: list[Box]) -> list[Box]:

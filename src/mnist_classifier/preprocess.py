@@ -598,7 +598,7 @@ def _drop_specks(ink: np.ndarray, reason: np.ndarray, photo: np.ndarray) -> list
     np.maximum.at(peak, ids, values)
     peak = peak[1:]
     strong = np.where(peak >= STROKE_PEAK, mass, 0.0)
-    off_image = _touches_border(labels, count) & photo[owner]
+    off_image = _runs_off_the_image(labels, count) & photo[owner]
     stays_inside = _per_image(np.maximum, owner, np.where(off_image, 0.0, strong), n)[owner] > 0
     strong = np.where(off_image & stays_inside, 0.0, strong)
     blobs = np.bincount(owner, minlength=n)
@@ -624,11 +624,18 @@ def _drop_specks(ink: np.ndarray, reason: np.ndarray, photo: np.ndarray) -> list
             InkMap(strokes[i], labels=local_labels[i], kept=kept_by_image[i] - first_id[i]) for i in range(n)]
 
 
-def _touches_border(labels: np.ndarray, count: int) -> np.ndarray:
-    """Which of the ``count`` blobs of a labelled (N, H, W) stack reach the edge of their image."""
-    touching = np.zeros(count + 1, dtype=bool)
-    touching[_border(labels).ravel()] = True
-    return touching[1:]
+def _runs_off_the_image(labels: np.ndarray, count: int) -> np.ndarray:
+    """Which of the ``count`` blobs of a labelled (N, H, W) stack run off their image like the edge of a
+    shadow or of the page: reaching two of its sides, or lying along one (longer along it than deep
+    into the image). A digit cut by the edge (a "7" crossing the underline at the bottom of a form)
+    reaches into the image further than it runs along the edge."""
+    height, width = labels.shape[1:]
+    out = np.zeros(count, dtype=bool)
+    for k, (_, rows, cols) in enumerate(ndimage.find_objects(labels)):
+        tall, wide = rows.stop - rows.start, cols.stop - cols.start
+        on_rows, on_cols = (rows.start == 0) + (rows.stop == height), (cols.start == 0) + (cols.stop == width)
+        out[k] = on_rows + on_cols >= 2 or (on_rows and tall < wide) or (on_cols and wide < tall)
+    return out
 
 
 def _max_of_neighbours(stack: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ SPLIT_AT = 1.25          # only blobs wider than 1.25 digit widths are split
 NUMBER_WORK_SIDE = 640   # numbers are wide: keep more pixels than for one digit
 CELLS_HOLD = 0.5         # boxes are read one by one only when they hold most of the ink
 STRADDLE = 0.35          # a blob with over 35% of its ink in a second box is two touching digits
+TALL_IN_CELL = 0.5       # a blob's part standing half a box tall in an otherwise empty box is a digit
 CELL_INK = 0.1           # a box holding under 10% of the fullest box's ink holds leftovers, not a digit
 
 
@@ -107,7 +108,7 @@ def _segments_in_cells(m: InkMap, cells: list[tuple[int, int, int, int]]) -> lis
     inside = mass[:, :outside]
     home = np.where(inside.max(axis=1) > 0, inside.argmax(axis=1), outside)
     second = np.sort(inside, axis=1)[:, -2] if outside > 1 else np.zeros(len(inside))
-    straddles = second >= STRADDLE * np.maximum(inside.sum(axis=1), 1e-9)
+    straddles = (second >= STRADDLE * np.maximum(inside.sum(axis=1), 1e-9)) | _fills_empty_cell(m, cells, home, inked)
     digit_of = np.where(straddles[labels] & (cell < outside), cell, home[labels])
     digit_ink = np.bincount(digit_of, weights=ink, minlength=outside + 1)[:outside]
     rows, cols = np.nonzero(inked)
@@ -120,6 +121,20 @@ def _segments_in_cells(m: InkMap, cells: list[tuple[int, int, int, int]]) -> lis
         if box is not None:
             segments.append(Segment(box, fit_to_mnist(part, box)))
     return segments
+
+
+def _fills_empty_cell(m: InkMap, cells, home: np.ndarray, inked: np.ndarray) -> np.ndarray:
+    """Per blob label: it stands tall in a cell that no blob calls home - a digit joined to its
+    neighbour's across their border (a slanted "1" touching the next digit), not a stroke's tail."""
+    out = np.zeros(len(home), dtype=bool)
+    for k, (x0, y0, x1, y1) in enumerate(cells):
+        if np.any(home == k):
+            continue
+        window = np.where(inked[y0:y1, x0:x1], m.labels[y0:y1, x0:x1], 0)
+        for label in np.unique(window[window > 0]):
+            rows = np.flatnonzero((window == label).any(axis=1))
+            out[label] |= rows[-1] - rows[0] + 1 >= TALL_IN_CELL * (y1 - y0)
+    return out
 
 
 def _blobs(labels: np.ndarray, kept: np.ndarray) -> list[_Group]:
