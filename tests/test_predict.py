@@ -208,6 +208,18 @@ def test_broken_strokes_stay_one_digit(predictor, typical):
     assert len(predictor.read_number(img).number) == 2
 
 
+def test_dots_beside_a_number_are_no_digit():
+    """Two pen dots stacked like a colon stand as tall as a short digit but hold a fraction of a digit's
+    ink: they join their neighbour. A thin "1" holds a third of a bold digit's ink, and stays a digit."""
+    from mnist_classifier.segment import _absorb_fragments, _Group
+
+    ink_of_label = np.array([0, 1000, 1200, 300, 50, 50], dtype=np.float64)
+    groups = [_Group(0, 0, 40, 80, [1]), _Group(50, 0, 90, 80, [2]), _Group(100, 2, 108, 78, [3]),
+              _Group(115, 20, 123, 70, [4, 5])]  # 8, 0, a thin 1, and a colon's two dots
+    digits = _absorb_fragments(groups, ink_of_label)
+    assert [g.labels for g in digits] == [[1], [2], [3, 4, 5]]
+
+
 def test_number_mode_bad_and_blank_inputs(predictor, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"")

@@ -23,7 +23,8 @@ from .errors import ImageError
 from .preprocess import InkMap, _first_line, decode_image_scaled, fit_to_mnist, ink_map
 
 MERGE_OVERLAP = 0.5      # blobs whose columns overlap by half the narrower one belong to one digit
-FRAGMENT_HEIGHT = 0.35   # a blob under 35% of the line's height is a piece of a neighbour, not a digit
+FRAGMENT_HEIGHT = 0.35   # a blob under 35% of the line's height is a piece of a neighbour, not a digit ...
+FRAGMENT_INK = 0.1       # ... and so is one holding under 10% of the inkiest digit's (a thin "1" holds a quarter)
 DIGIT_ASPECT = 0.8       # width / height of a wide handwritten digit; wider blobs hold several digits
 SPLIT_AT = 1.25          # only blobs wider than 1.25 digit widths are split
 NUMBER_WORK_SIDE = 640   # numbers are wide: keep more pixels than for one digit
@@ -70,7 +71,7 @@ def segment_digits(gray: np.ndarray) -> tuple[list[Segment], str | None]:
     if segments is not None:
         return segments, None if segments else "no ink found"
     groups = _merge_stacked(_blobs(m.labels, m.kept))
-    groups = _absorb_fragments(groups)
+    groups = _absorb_fragments(groups, np.bincount(m.labels.ravel(), weights=m.ink.ravel()))
     line_height = float(np.median([g.height for g in groups]))
     line_height = max(line_height, max(g.height for g in groups) * 0.8)
     segments = []
@@ -166,11 +167,15 @@ def _merge_stacked(groups: list[_Group]) -> list[_Group]:
     return sorted(groups, key=lambda g: g.x0)
 
 
-def _absorb_fragments(groups: list[_Group]) -> list[_Group]:
-    """Small pieces (a detached serif, the end of a stroke) join the nearest real digit."""
+def _absorb_fragments(groups: list[_Group], label_ink: np.ndarray) -> list[_Group]:
+    """Small pieces (a detached serif, the end of a stroke, the dots of a colon) join the nearest real
+    digit: low for the line, or holding little ink for a digit even where they stand tall together."""
     tallest = max(g.height for g in groups)
-    digits = [g for g in groups if g.height >= FRAGMENT_HEIGHT * tallest]
-    for piece in (g for g in groups if g.height < FRAGMENT_HEIGHT * tallest):
+    ink = {id(g): float(label_ink[g.labels].sum()) for g in groups}
+    most = max(ink.values())
+    is_digit = {id(g): g.height >= FRAGMENT_HEIGHT * tallest and ink[id(g)] >= FRAGMENT_INK * most for g in groups}
+    digits = [g for g in groups if is_digit[id(g)]]
+    for piece in (g for g in groups if not is_digit[id(g)]):
         centre = (piece.x0 + piece.x1) / 2
         nearest = min(digits, key=lambda d: max(d.x0 - centre, centre - d.x1, 0))
         nearest.absorb(piece)
