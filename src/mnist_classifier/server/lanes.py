@@ -55,9 +55,9 @@ def too_large(name: str, pixels: int, budget: int) -> str:
 class Lanes:
     """Says where an image goes, and runs the heavy lane."""
 
-    def __init__(self, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, heavy_slots: int = HEAVY_SLOTS):
+    def __init__(self, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, heavy_slots: int | None = None):
         self.max_image_pixels = max_image_pixels
-        self.heavy_slots = heavy_slots
+        self.heavy_slots = heavy_slots or HEAVY_SLOTS
         self.held = 0  # heavy images admitted and not finished (the event loop alone changes it)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mnist-heavy",
                                            initializer=_lower_priority)

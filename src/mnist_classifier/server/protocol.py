@@ -5,8 +5,8 @@ connections (``limit_concurrency``), but a connection that opens and never finis
 head of any size, or a body that stops arriving would each hold a connection (and the head's bytes) for
 ever. ``GuardedHttpTools`` is uvicorn's own httptools protocol plus three timers and one counter:
 
-    the request head must arrive within HEADER_TIMEOUT seconds of the connection (or of the previous
-    response), and be at most MAX_HEADER_BYTES long                          -> 408 / 431, then closed
+    the request head must arrive within HEADER_TIMEOUT seconds of the connection (or of the start of
+    the next request on a kept-alive one), and be at most MAX_HEADER_BYTES long -> 408 / 431, then closed
     the body may pause at most BODY_IDLE_TIMEOUT seconds between chunks, and must be complete within
     BODY_TIMEOUT seconds of the head                                         -> 408, then closed
 
@@ -29,8 +29,9 @@ class GuardedHttpTools(HttpToolsProtocol):
         super().connection_made(transport)
         self._timer = None
         self._body_deadline = None
-        self._head_bytes = 0
         self._reading_head = True
+        self._head_bytes = 0  # received while the head is incomplete (the parser holds them)
+        self._head_size = 0   # the parsed head: request target, header names and values
         self._arm(HEADER_TIMEOUT, 408, "request head not received in time")
 
     def connection_lost(self, exc) -> None:
@@ -44,16 +45,36 @@ class GuardedHttpTools(HttpToolsProtocol):
             self._head_bytes += len(data)
         super().data_received(data)
         if self._reading_head and self._head_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
-            self._refuse(431, f"request head over {MAX_HEADER_BYTES // 1024} KiB")
+            self._refuse(431, _HEAD_TOO_LARGE)
+
+    def send_400_response(self, msg: str) -> None:
+        if self._head_size > MAX_HEADER_BYTES:  # the parser stopped at on_header's complaint
+            self._refuse(431, _HEAD_TOO_LARGE)
+        else:
+            super().send_400_response(msg)
 
     # ---- parser callbacks: where a request's head and body begin and end
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._head_size = 0
         if not self._reading_head:  # the next request on a kept-alive connection
             self._reading_head = True
             self._head_bytes = 0
             self._arm(HEADER_TIMEOUT, 408, "request head not received in time")
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)  # ": " and CRLF
+        super().on_header(name, value)
+
+    def _count_head(self, size: int) -> None:
+        self._head_size += size
+        if self._head_size > MAX_HEADER_BYTES:
+            raise ValueError(_HEAD_TOO_LARGE)  # stops the parser; uvicorn then calls send_400_response
 
     def on_headers_complete(self) -> None:
         self._reading_head = False
@@ -97,6 +118,9 @@ class GuardedHttpTools(HttpToolsProtocol):
             cycle.message_event.set()
         self.logger.info("%s:%s - %d: %s, connection closed", *(self.client or ("-", 0)), status, detail)
         self.transport.close()
+
+
+_HEAD_TOO_LARGE = f"request head over {MAX_HEADER_BYTES // 1024} KiB"
 
 
 def _response(status: int, detail: str) -> bytes:

@@ -33,7 +33,6 @@ def serve(model=None, host: str = "127.0.0.1", port: int = 8000, device: str = "
 
     from ..persist import pretrained_path, read_metadata
     from .app import create_app
-    from .protocol import PROTOCOL
 
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
@@ -44,9 +43,7 @@ def serve(model=None, host: str = "127.0.0.1", port: int = 8000, device: str = "
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     settings = {"allowed_hosts": allowed_hosts or default_hosts(host),
                 **{name: value for name, value in limits.items() if value is not None}}
-    options = dict(host=host, port=port, access_log=False,  # our own request log line carries the latency
-                   log_config=_log_config(), timeout_graceful_shutdown=5, http=PROTOCOL,
-                   timeout_keep_alive=limit.KEEP_ALIVE_TIMEOUT, limit_concurrency=limit.MAX_CONNECTIONS)
+    options = uvicorn_options(host, port)
     if workers == 1:
         app = create_app(model, device=device, log_requests=log_requests, torch_threads=torch_threads(1),
                          **settings)
@@ -56,6 +53,15 @@ def serve(model=None, host: str = "127.0.0.1", port: int = 8000, device: str = "
     os.environ[_SETTINGS_ENV] = json.dumps({"model": None if model is None else str(model), "device": device,
                                             "log_requests": log_requests, "workers": workers, **settings})
     uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
+
+
+def uvicorn_options(host: str, port: int) -> dict:
+    """How uvicorn runs the app: the connection guards and limits, the log, a bounded graceful shutdown."""
+    from .protocol import PROTOCOL
+
+    return dict(host=host, port=port, http=PROTOCOL, timeout_keep_alive=limit.KEEP_ALIVE_TIMEOUT,
+                limit_concurrency=limit.MAX_CONNECTIONS, timeout_graceful_shutdown=5,
+                access_log=False, log_config=_log_config())  # our own request log line carries the latency
 
 
 def default_hosts(host: str) -> list[str]:
