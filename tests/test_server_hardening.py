@@ -414,3 +414,72 @@ def test_serve_refuses_nonsense_limits_in_one_line(capsys):
     assert main(["serve", "--max-pending", "0", "--port", "0"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--max-pending" in err[0]
+
+
+# ---------------------------------------------------------------- fuzzing: the OpenAPI document, random bytes and forms
+
+FUZZ = dict(deadline=None, database=None, derandomize=True)  # the same cases on every run
+
+
+def test_fuzzing_from_the_openapi_document_gives_no_5xx(live, digit_png):
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    schema = schemathesis.openapi.from_url(f"{live.url}/openapi.json")
+    statuses = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @settings(max_examples=40, suppress_health_check=list(HealthCheck), **FUZZ)
+        @given(case=operation.as_strategy())
+        def call(case):
+            response = case.call(base_url=live.url, timeout=30)
+            statuses.append(response.status_code)
+            assert response.status_code < 500, (case.method, case.path, response.status_code, response.text[:200])
+
+        call()
+    assert len(statuses) >= 120 and any(400 <= status < 500 for status in statuses)
+    assert_still_serving(live, digit_png)
+
+
+def test_random_bytes_and_random_forms_give_no_5xx(live, digit_png):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    paths = st.sampled_from(["/v1/predict", "/v1/predict/batch", "/v1/predict/number", "/v1/model", "/nowhere"])
+    kinds = st.sampled_from(["image/png", "application/json", "multipart/form-data", "multipart/form-data; boundary=b",
+                             "application/octet-stream", "text/plain", ""])
+    statuses = []
+    http = httpx.Client(base_url=live.url, timeout=30)  # one connection: the cases, not TLS set-up, take the time
+
+    def record(response):
+        statuses.append(response.status_code)
+        assert response.status_code < 500, (response.status_code, response.text[:200])
+
+    @settings(max_examples=100, suppress_health_check=list(HealthCheck), **FUZZ)
+    @given(path=paths, kind=kinds, body=st.binary(max_size=2048) | st.just(digit_png[:300]))
+    def raw(path, kind, body):
+        record(http.post(path, content=body, headers={"Content-Type": kind}))
+
+    part = st.tuples(st.sampled_from(["file", "files", "image"]) | st.text(max_size=8),
+                     st.text(max_size=12), st.binary(max_size=512) | st.just(digit_png))
+
+    @settings(max_examples=60, suppress_health_check=list(HealthCheck), **FUZZ)
+    @given(path=paths, parts=st.lists(part, max_size=5), junk=st.binary(max_size=64))
+    def form(path, parts, junk):
+        files = [(field, (name, data, "image/png")) for field, name, data in parts]
+        if files:
+            record(http.post(path, files=files))
+        broken = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x\"\r\n\r\n" + junk
+        record(http.post(path, content=broken, headers={"Content-Type": "multipart/form-data; boundary=b"}))
+
+    with http:
+        raw()
+        form()
+    assert len(statuses) >= 200
+    assert_still_serving(live, digit_png)
+
+
+def assert_still_serving(live, digit_png):
+    response = httpx.post(f"{live.url}/v1/predict", files=upload("seven.png", digit_png))
+    assert response.status_code == 200 and response.json()["digit"] == 7

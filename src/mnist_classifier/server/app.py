@@ -145,7 +145,7 @@ class Service:
             raise RequestError(413, too_large(name, pixels, self.lanes.max_image_pixels))
         if lane == "light":
             return await self.batcher.submit((data, name))
-        return await self._heavy(1, self.heavy_row, data, name)
+        return await self._heavy(self.heavy_row, data, name)
 
     async def predict_many(self, items, include_image: bool) -> list[dict]:
         """One row per item, in order; a refused image costs its own row, as an undecodable one does."""
@@ -158,7 +158,7 @@ class Service:
         work = {}
         if by_lane["heavy"]:
             heavy = [items[i] for i in by_lane["heavy"]]
-            work["heavy"] = self._heavy(len(heavy), self.heavy_rows, heavy, include_image)
+            work["heavy"] = self._heavy(self.heavy_rows, heavy, include_image)
         if by_lane["light"]:
             work["light"] = self.run(self.predict_rows, [items[i] for i in by_lane["light"]], include_image)
         for lane, answers in zip(work, await asyncio.gather(*work.values())):
@@ -172,10 +172,10 @@ class Service:
             raise RequestError(413, too_large(name, pixels, self.lanes.max_image_pixels))
         if lane == "light":
             return await self.run(self.number_row, data, name)
-        return await self._heavy(1, self.heavy_number_row, data, name)
+        return await self._heavy(self.heavy_number_row, data, name)
 
-    def _heavy(self, images: int, function, *args):
-        work = self.lanes.submit(images, function, *args)
+    def _heavy(self, function, *args):
+        work = self.lanes.submit(function, *args)
         if work is None:
             raise RequestError(503, "server busy with large images; retry shortly",
                                headers={"Retry-After": str(RETRY_AFTER_SECONDS)})

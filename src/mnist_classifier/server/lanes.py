@@ -5,9 +5,9 @@ header and none of the pixels. Reading the header of the first PROBE_BYTES only 
 cheap, whatever the file holds.
 
     small (at most LIGHT_PIXELS)    the inference thread, micro-batched with the others: a few milliseconds
-    large, or header not found      the heavy lane: its own thread, at most HEAVY_SLOTS images held at a
-                                    time (more: 503, come back later), the pixel budget checked again on
-                                    the whole file there
+    large, or header not found      the heavy lane: its own thread, one request's large images at a time
+                                    and at most HEAVY_SLOTS requests waiting or running (more: 503, come
+                                    back later), the pixel budget checked again on the whole file there
     over the pixel budget           refused at once with the budget in the message, never decoded
 
 A decode holds little of the GIL (Pillow's decoders and numpy release it), so the heavy lane's thread runs
@@ -58,7 +58,7 @@ class Lanes:
     def __init__(self, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, heavy_slots: int | None = None):
         self.max_image_pixels = max_image_pixels
         self.heavy_slots = heavy_slots or HEAVY_SLOTS
-        self.held = 0  # heavy images admitted and not finished (the event loop alone changes it)
+        self.held = 0  # requests with work in the heavy lane, running or waiting (changed on the event loop)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mnist-heavy",
                                            initializer=_lower_priority)
 
@@ -71,28 +71,28 @@ class Lanes:
             return "refuse", pixels
         return ("light" if pixels <= LIGHT_PIXELS else "heavy"), pixels
 
-    def submit(self, images: int, function, *args) -> asyncio.Future | None:
-        """Run ``function(*args)`` in the heavy lane for ``images`` large images, or None when it is full.
+    def submit(self, function, *args) -> asyncio.Future | None:
+        """Run ``function(*args)`` (one request's large images) in the heavy lane, or None when it is full.
 
-        The slots are given back when the work ends, or when it is cancelled before it starts (a client
+        The slot is given back when the work ends, or when it is cancelled before it starts (a client
         that went away): an abandoned wait never leaves a slot held, nor frees one still working.
         """
-        if self.held + images > self.heavy_slots:
+        if self.held >= self.heavy_slots:
             return None
-        self.held += images
+        self.held += 1
         loop = asyncio.get_running_loop()
         work = self.executor.submit(function, *args)
-        work.add_done_callback(lambda _: self._release_from_any_thread(loop, images))
+        work.add_done_callback(lambda _: self._release_from_any_thread(loop))
         return asyncio.wrap_future(work)
 
-    def _release_from_any_thread(self, loop, images: int) -> None:
+    def _release_from_any_thread(self, loop) -> None:
         try:
-            loop.call_soon_threadsafe(self._release, images)
+            loop.call_soon_threadsafe(self._release)
         except RuntimeError:  # the loop has closed: nobody is counting any more
             pass
 
-    def _release(self, images: int) -> None:
-        self.held -= images
+    def _release(self) -> None:
+        self.held -= 1
 
     def over_budget(self, data: bytes) -> int | None:
         """The whole file's pixel count if it is over the budget (runs in the heavy lane)."""

@@ -14,7 +14,7 @@ RETRY_AFTER_SECONDS = 1  # a full queue drains in well under a second
 # ---- images (server.lanes)
 DEFAULT_MAX_IMAGE_PIXELS = 16_000_000  # a 12-megapixel phone photo fits; a 9459x9459 PNG bomb does not
 LIGHT_PIXELS = 1024 * 1024  # decodes in milliseconds: fine to hold the inference thread for
-HEAVY_SLOTS = 4  # large images held by the heavy lane, running or waiting
+HEAVY_SLOTS = 4  # requests with large images in the heavy lane, running or waiting
 PROBE_BYTES = 64 * 1024  # where image headers are (JPEG's SOF after EXIF and ICC segments included)
 
 # ---- connections (server.protocol, server.serve)
