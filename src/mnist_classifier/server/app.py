@@ -131,7 +131,8 @@ class Service:
         self.max_batch_files = max_batch_files
         self.max_pending = max_pending
         self.lanes = lanes
-        # One thread owns the model: requests never run it concurrently, and batching makes that cheap.
+        # One thread runs the small images' batches, so concurrent requests share forward passes; the heavy
+        # lane's thread may read a large image at the same time (a Predictor is safe to share).
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mnist-inference")
         self.batcher = MicroBatcher(self.predict_rows, self.executor)
         self.executor.submit(self.predictor.predict, _WARM_UP_DIGIT).result()  # first pass allocates; not a user's
