@@ -286,8 +286,8 @@ def test_a_pixel_bomb_is_refused_from_its_header_with_413(live, digit_png):
                           str(limits.DEFAULT_MAX_IMAGE_PIXELS))
     number = httpx.post(f"{live.url}/v1/predict/number", files=upload("bomb.png", bomb))
     assert_one_line_error(number, 413, "too large")
-    batch = httpx.post(f"{live.url}/v1/predict/batch",
-                       files=[("files", ("bomb.png", bomb, "image/png")), ("files", ("seven.png", digit_png, "image/png"))])
+    files = [("files", ("bomb.png", bomb, "image/png")), ("files", ("seven.png", digit_png, "image/png"))]
+    batch = httpx.post(f"{live.url}/v1/predict/batch", files=files)
     rows = batch.json()
     assert batch.status_code == 200 and "too large" in rows[0]["error"] and rows[1]["digit"] == 7
 
