@@ -1,6 +1,7 @@
 """The HTTP face of the classifier: a FastAPI app with the REST API, the drawing page and offline API docs.
 
-    uvicorn --factory mnist_classifier.server.app:create_app     # or: mnist-classifier serve
+    mnist-classifier serve                                       # or, with the same connection guards:
+    uvicorn --factory mnist_classifier.server.app:create_app --http mnist_classifier.server.protocol:GuardedHttpTools
 
 The app holds no image logic of its own: bytes go to the prediction pipeline (``predict.Predictor``), whose
 rows come back as JSON. What the app adds is HTTP: parsing uploads, limits, status codes, concurrency.
