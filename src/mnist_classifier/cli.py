@@ -354,13 +354,29 @@ def add_serve(sub) -> None:
     _device_argument(p)
     p.add_argument("--workers", type=int, default=1,
                    help="server processes, each with its own copy of the model (default: 1)")
+    p.add_argument("--allowed-host", action="append", metavar="HOST", dest="allowed_hosts",
+                   help="a Host name clients use to reach the server; repeat for several, '*' for any "
+                        "(default: localhost, 127.0.0.1 and the --host address)")
+    p.add_argument("--max-pending", type=int, metavar="N",
+                   help="requests in progress at once; more get 503 with Retry-After (default: "
+                        f"{_server_default('DEFAULT_MAX_PENDING')})")
+    p.add_argument("--max-image-pixels", type=int, metavar="N",
+                   help="largest image accepted, in pixels (width x height), checked before decoding; "
+                        f"larger ones get 413 (default: {_server_default('DEFAULT_MAX_IMAGE_PIXELS')})")
     p.set_defaults(run=run_serve)
+
+
+def _server_default(name: str):
+    from .server import limits
+
+    return getattr(limits, name)
 
 
 def run_serve(args) -> int:
     from .server.serve import serve
 
-    serve(model=args.model, host=args.host, port=args.port, device=args.device, workers=args.workers)
+    serve(model=args.model, host=args.host, port=args.port, device=args.device, workers=args.workers,
+          allowed_hosts=args.allowed_hosts, max_pending=args.max_pending, max_image_pixels=args.max_image_pixels)
     return 0
 
 

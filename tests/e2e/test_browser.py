@@ -78,8 +78,11 @@ def page(browser, server):
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # The server's Content-Security-Policy is in force: anything of the page it blocks is a failure too.
+    # (Predicates below are arrow functions: Playwright polls a bare expression with eval, which it forbids.)
+    page.on("console", lambda message: "Content Security Policy" in message.text and errors.append(message.text))
     page.goto(server["url"] + "/")
-    page.wait_for_function("document.documentElement.dataset.ready === '1'")
+    page.wait_for_function("() => document.documentElement.dataset.ready === '1'")
     yield page
     context.close()
     assert not errors, errors  # no JavaScript exception in any test
@@ -102,7 +105,7 @@ def draw_with_mouse(page, strokes):
         if number == len(strokes) - 1:
             page.evaluate("window.mnistApp.penLiftToPredictionMs = null")
         page.mouse.up()
-    page.wait_for_function("window.mnistApp.penLiftToPredictionMs !== null")
+    page.wait_for_function("() => window.mnistApp.penLiftToPredictionMs !== null")
 
 
 def draw_with_touch(page, strokes):
@@ -119,7 +122,7 @@ def draw_with_touch(page, strokes):
         if number == len(strokes) - 1:
             page.evaluate("window.mnistApp.penLiftToPredictionMs = null")
         cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
-    page.wait_for_function("window.mnistApp.penLiftToPredictionMs !== null")
+    page.wait_for_function("() => window.mnistApp.penLiftToPredictionMs !== null")
 
 
 def shown(page) -> dict:
@@ -135,7 +138,8 @@ def shown(page) -> dict:
 
 
 def wait_for_answer(page):
-    page.wait_for_function("['digit', 'nodigit', 'error'].includes(document.getElementById('result').dataset.state)")
+    page.wait_for_function("() => ['digit', 'nodigit', 'error']"
+                           ".includes(document.getElementById('result').dataset.state)")
 
 
 def sample_png(mnist, pretrained, label: int, path):
@@ -194,7 +198,7 @@ def test_controls_work_from_the_keyboard(page):
                   ".addEventListener('click', () => { window.fileInputOpened += 1; })")
     page.keyboard.press("Enter")
     page.keyboard.press("u")
-    page.wait_for_function("window.fileInputOpened === 2")
+    page.wait_for_function("() => window.fileInputOpened === 2")
 
 
 def test_uploaded_sample_image_is_read(page, mnist, pretrained, tmp_path, artifacts_dir):
@@ -296,7 +300,7 @@ def test_phone_viewport_with_touch_drawing(browser, server, artifacts_dir):
     page = context.new_page()
     try:
         page.goto(server["url"] + "/")
-        page.wait_for_function("document.documentElement.dataset.ready === '1'")
+        page.wait_for_function("() => document.documentElement.dataset.ready === '1'")
         assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
         pad = page.locator("#pad").bounding_box()
         assert pad["width"] >= 280 and pad["x"] >= 0 and pad["x"] + pad["width"] <= 390
@@ -319,12 +323,12 @@ def test_docs_page_renders_offline(browser, server, artifacts_dir):
             and not request.url.startswith("data:") else None)
     try:
         page.goto(server["url"] + "/docs")
-        page.wait_for_function("document.documentElement.dataset.ready === '1'")
+        page.wait_for_function("() => document.documentElement.dataset.ready === '1'")
         text = page.locator("body").inner_text()
         for path in ("/v1/predict", "/v1/predict/batch", "/v1/predict/number", "/v1/model", "/healthz", "/readyz"):
             assert path in text
         page.locator("#get--healthz button").click()
-        page.wait_for_function("document.querySelector('#get--healthz output').textContent.includes('HTTP 200')")
+        page.wait_for_function("() => document.querySelector('#get--healthz output').textContent.includes('HTTP 200')")
         page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=artifacts_dir / "docs.png", full_page=True)
     finally:

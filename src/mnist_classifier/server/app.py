@@ -1,9 +1,21 @@
 """The HTTP face of the classifier: a FastAPI app with the REST API, the drawing page and offline API docs.
 
-    uvicorn --factory mnist_classifier.server.app:create_app     # or: mnist-classifier serve
+    mnist-classifier serve                                       # or, with the same connection guards:
+    uvicorn --factory mnist_classifier.server.app:create_app --http mnist_classifier.server.protocol:GuardedHttpTools
 
 The app holds no image logic of its own: bytes go to the prediction pipeline (``predict.Predictor``), whose
 rows come back as JSON. What the app adds is HTTP: parsing uploads, limits, status codes, concurrency.
+
+Limits, from the outside in (``serve`` adds the connection-level ones of ``protocol``):
+  Host header       one of ``allowed_hosts`` (localhost by default), else 400: no DNS-rebinding page reaches it
+  admission         at most ``max_pending`` requests with a body in progress, holding at most
+                    ``max_pending_bytes`` of bodies; beyond that 503 with Retry-After, before the body is read
+  body              at most ``max_request_bytes``, enforced while it streams in (413)
+  images            by pixel count, read from the header before decoding: small ones micro-batched on the
+                    inference thread, large ones in a bounded lane of their own, over the budget 413 (``lanes``)
+  a client that disconnects while its image waits has it taken out of the queue, unread
+Every answer carries security headers (a Content-Security-Policy that allows this server's own files only,
+nosniff, no framing, no referrer), and every error body is one line of JSON without exception text.
 """
 
 from __future__ import annotations
@@ -26,26 +38,42 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from . import inputs, schemas
 from .batching import MicroBatcher
 from .inputs import RequestError
+from .lanes import Lanes, too_large
+from .limits import (DEFAULT_ALLOWED_HOSTS, DEFAULT_MAX_BATCH_FILES, DEFAULT_MAX_IMAGE_PIXELS,
+                     DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES, DEFAULT_MAX_REQUEST_BYTES,
+                     RETRY_AFTER_SECONDS)
 
 STATIC = Path(__file__).parent / "static"
-DEFAULT_MAX_REQUEST_BYTES = 10 * 1024 * 1024  # a 12-megapixel phone JPEG fits; a 20 MB upload does not
-DEFAULT_MAX_BATCH_FILES = 64  # keeps one batch request from holding the model for long
+SECURITY_HEADERS = [
+    # The page and the docs load only this server's own scripts and styles (no inline code), draw on
+    # canvases (blob:/data: images) and talk to this server alone; nobody may frame them.
+    (b"content-security-policy", b"default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
+                                 b"base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
 log = logging.getLogger("mnist_classifier.server")
 _WARM_UP_DIGIT = np.zeros((28, 28), np.uint8)
 _WARM_UP_DIGIT[4:24, 13:16] = 255  # a "1": a blank image would stop at "no digit" and never reach the model
 
 
 def create_app(model=None, *, device: str = "auto", max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-               max_batch_files: int = DEFAULT_MAX_BATCH_FILES, log_requests: bool = False,
-               torch_threads: int | None = None) -> FastAPI:
+               max_batch_files: int = DEFAULT_MAX_BATCH_FILES, max_pending: int = DEFAULT_MAX_PENDING,
+               max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+               max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, allowed_hosts=DEFAULT_ALLOWED_HOSTS,
+               log_requests: bool = False, torch_threads: int | None = None) -> FastAPI:
     """Build the app around one model, loaded (and warmed up) here, once.
 
     ``model``: a model file path, a ``LoadedModel``, a ready ``Predictor``, or None for the shipped model.
+    ``allowed_hosts``: the names clients may use to reach the server (Host header); ``["*"]``: any.
     ``log_requests``: log one line per request (method, path, status, milliseconds) on this module's logger.
     ``torch_threads``: torch's intra-op threads for this process (None: leave torch's default). The server's
     forward passes are small, so extra threads gain little, and on a busy machine a parallel region
@@ -56,7 +84,8 @@ def create_app(model=None, *, device: str = "auto", max_request_bytes: int = DEF
 
         torch.set_num_threads(torch_threads)
     service = Service(_predictor(model, device), max_request_bytes=max_request_bytes,
-                      max_batch_files=max_batch_files)
+                      max_batch_files=max_batch_files, max_pending=max_pending,
+                      lanes=Lanes(max_image_pixels))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -74,7 +103,11 @@ def create_app(model=None, *, device: str = "auto", max_request_bytes: int = DEF
     _add_api_routes(app, service)
     _add_page_routes(app)
     _add_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
+    # Added innermost first: the request log sees every answer, each of which gets the security headers.
+    app.add_middleware(Admission, max_body_bytes=max_request_bytes, max_pending=max_pending,
+                       max_pending_bytes=max_pending_bytes)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    app.add_middleware(SecurityHeaders)
     if log_requests:
         app.add_middleware(RequestLog)
     return app
@@ -91,25 +124,106 @@ def _predictor(model, device: str):
 
 
 class Service:
-    """The one model and the one thread that runs it, shared by all requests."""
+    """The one model and the one thread that runs it, shared by all requests, and the heavy lane beside it."""
 
-    def __init__(self, predictor, max_request_bytes: int, max_batch_files: int):
+    def __init__(self, predictor, max_request_bytes: int, max_batch_files: int, max_pending: int, lanes: Lanes):
         self.predictor = predictor
         self.max_request_bytes = max_request_bytes
         self.max_batch_files = max_batch_files
-        # One thread owns the model: requests never run it concurrently, and batching makes that cheap.
+        self.max_pending = max_pending
+        self.lanes = lanes
+        # One thread runs the small images' batches, so concurrent requests share forward passes; the heavy
+        # lane's thread may read a large image at the same time (a Predictor is safe to share).
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mnist-inference")
         self.batcher = MicroBatcher(self.predict_rows, self.executor)
         self.executor.submit(self.predictor.predict, _WARM_UP_DIGIT).result()  # first pass allocates; not a user's
         self.ready = True
+
+    # ---- the lanes: every image is routed by its pixel count before anything decodes it
+
+    async def predict_one(self, data: bytes, name: str) -> dict:
+        lane, pixels = self.lanes.classify(data)
+        if lane == "refuse":
+            raise RequestError(413, too_large(name, pixels, self.lanes.max_image_pixels))
+        if lane == "light":
+            return await self.batcher.submit((data, name))
+        return await self._heavy(self.heavy_row, data, name)
+
+    async def predict_many(self, items, include_image: bool) -> list[dict]:
+        """One row per item, in order; a refused image costs its own row, as an undecodable one does."""
+        lanes = [self.lanes.classify(data) for data, _ in items]
+        rows: list = [None] * len(items)
+        for i, ((_, name), (lane, pixels)) in enumerate(zip(items, lanes)):
+            if lane == "refuse":
+                rows[i] = self.error_row(too_large(name, pixels, self.lanes.max_image_pixels), name, include_image)
+        by_lane = {lane: [i for i, (kind, _) in enumerate(lanes) if kind == lane] for lane in ("light", "heavy")}
+        work = {}
+        if by_lane["heavy"]:
+            heavy = [items[i] for i in by_lane["heavy"]]
+            work["heavy"] = self._heavy(self.heavy_rows, heavy, include_image)
+        if by_lane["light"]:
+            work["light"] = self.run(self.predict_rows, [items[i] for i in by_lane["light"]], include_image)
+        for lane, answers in zip(work, await asyncio.gather(*work.values())):
+            for i, row in zip(by_lane[lane], answers):
+                rows[i] = row
+        return rows
+
+    async def read_number(self, data: bytes, name: str) -> dict:
+        lane, pixels = self.lanes.classify(data)
+        if lane == "refuse":
+            raise RequestError(413, too_large(name, pixels, self.lanes.max_image_pixels))
+        if lane == "light":
+            return await self.run(self.number_row, data, name)
+        return await self._heavy(self.heavy_number_row, data, name)
+
+    def _heavy(self, function, *args):
+        work = self.lanes.submit(function, *args)
+        if work is None:
+            raise RequestError(503, "server busy with large images; retry shortly",
+                               headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        return work
+
+    # ---- what runs on the threads
 
     def predict_rows(self, items, include_image: bool = True) -> list[dict]:
         """[(bytes, name), ...] -> contract rows; runs on the inference thread."""
         predictions = self.predictor.predict_many([data for data, _ in items], names=[name for _, name in items])
         return [prediction.to_dict(include_image=include_image) for prediction in predictions]
 
-    def read_number(self, data: bytes, name: str) -> dict:
+    def number_row(self, data: bytes, name: str) -> dict:
         return self.predictor.read_number(data, name=name).to_dict()
+
+    # In the heavy lane the budget is checked again on the whole file (the first bytes held no header).
+
+    def within_budget(self, data: bytes, name: str) -> None:
+        pixels = self.lanes.over_budget(data)
+        if pixels:
+            raise RequestError(413, too_large(name, pixels, self.lanes.max_image_pixels))
+
+    def heavy_row(self, data: bytes, name: str) -> dict:
+        self.within_budget(data, name)
+        return self.predict_rows([(data, name)])[0]
+
+    def heavy_number_row(self, data: bytes, name: str) -> dict:
+        self.within_budget(data, name)
+        return self.number_row(data, name)
+
+    def heavy_rows(self, items, include_image: bool) -> list[dict]:
+        rows = []
+        for data, name in items:
+            try:
+                self.within_budget(data, name)
+            except RequestError as refused:
+                rows.append(self.error_row(refused.message, name, include_image))
+                continue
+            rows += self.predict_rows([(data, name)], include_image)
+        return rows
+
+    @staticmethod
+    def error_row(message: str, name: str, include_image: bool) -> dict:
+        from ..predict import Prediction
+
+        return Prediction(path=name, error=message).to_dict(include_image=include_image)
 
     async def run(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
@@ -118,11 +232,14 @@ class Service:
         return jsonable_encoder({**self.predictor.metadata,
                                  "server": {"max_request_bytes": self.max_request_bytes,
                                             "max_batch_files": self.max_batch_files,
+                                            "max_pending": self.max_pending,
+                                            "max_image_pixels": self.lanes.max_image_pixels,
                                             "batching": self.batcher.stats()}})
 
     def close(self) -> None:
         self.ready = False
         self.executor.shutdown(wait=True)
+        self.lanes.close()
 
 
 # ---------------------------------------------------------------- API
@@ -139,7 +256,7 @@ def _add_api_routes(app: FastAPI, service: Service) -> None:
         `image`: the 28×28 grid (ink 1.0 on a 0.0 background) the model actually saw. `digit` is null when
         the image holds no digit (`reason` says why)."""
         data, name = await inputs.single_image(request)
-        row = await service.batcher.submit((data, name))
+        row = await unless_disconnected(request, service.predict_one(data, name))
         if row.get("error"):
             raise RequestError(422, row["error"])
         return _json(row)
@@ -150,7 +267,7 @@ def _add_api_routes(app: FastAPI, service: Service) -> None:
         """Several images in, one row per image out, in order (like `predict --json`). A file that cannot
         be decoded gets a row with `error` set; the others are still read."""
         items = await inputs.many_images(request, service.max_batch_files)
-        rows = await service.run(service.predict_rows, items, include_image)
+        rows = await unless_disconnected(request, service.predict_many(items, include_image))
         return _json(rows)
 
     @app.post("/v1/predict/number", tags=["predict"], summary="Read a multi-digit number from one image",
@@ -159,7 +276,7 @@ def _add_api_routes(app: FastAPI, service: Service) -> None:
         """Finds the digits left to right and reads each; `number` is their concatenation (null when no
         digit is found)."""
         data, name = await inputs.single_image(request)
-        result = await service.run(service.read_number, data, name)
+        result = await unless_disconnected(request, service.read_number(data, name))
         if result.get("error"):
             raise RequestError(422, result["error"])
         return _json(result)
@@ -180,6 +297,28 @@ def _add_api_routes(app: FastAPI, service: Service) -> None:
         if not service.ready:
             return JSONResponse({"status": "not ready", "detail": "the model is shutting down"}, status_code=503)
         return {"status": "ready", "architecture": service.predictor.metadata.get("architecture")}
+
+
+async def unless_disconnected(request: Request, work):
+    """Await ``work``; if the client disconnects first, cancel it, which takes its images out of the
+    queues they wait in (nobody would read the answer), and raise ClientDisconnect."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+    if task.cancelled():
+        raise ClientDisconnect()
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    # Once the body is read, the server's next message for this request is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _json(content) -> Response:
@@ -207,7 +346,12 @@ def _add_page_routes(app: FastAPI) -> None:
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError):
-        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+        return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect):
+        # Nobody is there to read an answer; 499 (as nginx logs it) only names the case in the request log.
+        return Response(status_code=499)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_parameter(request: Request, exc: RequestValidationError):
@@ -222,22 +366,32 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
-        # A bug, not a bad upload: log it in full, answer one line, keep serving.
+        # A bug, not a bad upload: log it in full, answer one generic line (the log has the details; an
+        # exception's text may hold paths or data that are nobody else's business), keep serving.
         log.error("%s %s failed:\n%s", request.method, request.url.path, traceback.format_exc())
-        first_line = (str(exc).strip().splitlines() or [""])[0]
-        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {first_line}"}, status_code=500)
+        return JSONResponse({"detail": "internal error (the server's log has the details)"}, status_code=500)
 
 
 # ---------------------------------------------------------------- middleware (plain ASGI: no per-request task)
 
-class BodySizeLimit:
-    """413 for a body over ``max_bytes``: at once when Content-Length says so, else as soon as the streamed
-    body passes the limit, so an oversized upload is never held in memory. (FastAPI's own ``max_body_size``
-    answers in plain text; this keeps every error the same one-line JSON and names the limit.)"""
+class Admission:
+    """Bounds the work in progress, before any of it is read.
 
-    def __init__(self, app, max_bytes: int):
+    A request with a body (POST and the like) is admitted while fewer than ``max_pending`` are in progress
+    and their bodies (as declared, or as received when sent chunked) hold at most ``max_pending_bytes``;
+    otherwise 503 with Retry-After. A body over ``max_body_bytes`` is a 413: at once when Content-Length
+    says so, else as soon as the streamed body passes the limit, so an oversized upload is never held in
+    memory. (FastAPI's own ``max_body_size`` answers in plain text; this keeps every error the same
+    one-line JSON and names the limit.)
+    """
+
+    def __init__(self, app, max_body_bytes: int, max_pending: int, max_pending_bytes: int):
         self.app = app
-        self.max_bytes = max_bytes
+        self.max_body_bytes = max_body_bytes
+        self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
+        self.pending = 0  # requests admitted and not finished, and the body bytes they hold
+        self.pending_bytes = 0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -245,23 +399,61 @@ class BodySizeLimit:
         declared = _header(scope, b"content-length")
         if declared is not None and not declared.isdigit():
             return await _send_json(send, 400, f"invalid Content-Length {declared[:40]!r}")
-        if declared is not None and int(declared) > self.max_bytes:
+        if declared is not None and int(declared) > self.max_body_bytes:
             return await _send_json(send, 413, self._too_large())
+        if scope["method"] in ("GET", "HEAD", "OPTIONS") and not declared:
+            return await self.app(scope, receive, send)
+        reserved = int(declared or 0)
+        if self.pending >= self.max_pending or self.pending_bytes + reserved > self.max_pending_bytes:
+            return await _send_json(send, 503, _BUSY, retry_after=True)
+        self.pending += 1
+        self.pending_bytes += reserved
         received = 0
 
         async def limited_receive():
-            nonlocal received
+            nonlocal received, reserved
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:  # a chunked body with no Content-Length
+                if received > self.max_body_bytes:  # a chunked body with no Content-Length
                     raise RequestError(413, self._too_large())
+                if received > reserved:  # ... which reserves its bytes as they come
+                    if self.pending_bytes + received - reserved > self.max_pending_bytes:
+                        raise RequestError(503, _BUSY, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+                    self.pending_bytes += received - reserved
+                    reserved = received
             return message
 
-        await self.app(scope, limited_receive, send)
+        try:
+            await self.app(scope, limited_receive, send)
+        finally:
+            self.pending -= 1
+            self.pending_bytes -= reserved
 
     def _too_large(self) -> str:
-        return f"request body too large (the limit is {self.max_bytes / 2**20:g} MiB)"
+        return f"request body too large (the limit is {self.max_body_bytes / 2**20:g} MiB)"
+
+
+_BUSY = "server busy (too many requests in progress); retry shortly"
+
+
+class SecurityHeaders:
+    """SECURITY_HEADERS on every answer: pages, API, errors (those of the other middleware included)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *SECURITY_HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
 
 class RequestLog:
     """One line per request: client, method, path, status, milliseconds."""
@@ -296,10 +488,12 @@ def _header(scope, name: bytes) -> str | None:
     return None
 
 
-async def _send_json(send, status: int, detail: str) -> None:
+async def _send_json(send, status: int, detail: str, retry_after: bool = False) -> None:
     body = json.dumps({"detail": detail}).encode()
     # Connection: close, because the unread body is still on its way and cannot be reused as the next request.
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close")]
+    if retry_after:
+        headers.append((b"retry-after", str(RETRY_AFTER_SECONDS).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

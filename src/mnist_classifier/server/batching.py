@@ -4,7 +4,8 @@ A forward pass over 32 digits costs little more than over one, so instead of run
 request, requests that arrive while the model is busy wait in a queue and go through together in the next
 pass. Nothing waits on a timer: an idle server answers a lone request at once, a busy one batches more.
 All model work runs on one dedicated thread, which keeps the event loop free for HTTP and makes the
-model's use single-threaded (safe) no matter how many requests are in flight.
+model's use single-threaded (safe) no matter how many requests are in flight. A waiter that gives up
+(its task cancelled: the client went away) takes its item out of the next pass.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class MicroBatcher:
         self.max_batch = max_batch
         self.batches = 0  # passes run so far, and items in them: the mean batch size shows the coalescing
         self.items = 0
+        self.dropped = 0  # items whose waiter went away (a disconnected client) before their pass began
         # One queue per event loop: futures must be resolved on the loop that created them.
         self._queues: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -43,9 +45,11 @@ class MicroBatcher:
     async def _drain(self, loop: asyncio.AbstractEventLoop, queue: "_LoopQueue") -> None:
         try:
             while queue.pending:
-                batch = queue.pending[:self.max_batch]
+                batch = [entry for entry in queue.pending[:self.max_batch] if not entry[1].cancelled()]
+                self.dropped += min(len(queue.pending), self.max_batch) - len(batch)
                 del queue.pending[:self.max_batch]
-                await self._run(loop, batch)
+                if batch:
+                    await self._run(loop, batch)
         finally:
             queue.draining = False
 
@@ -64,8 +68,12 @@ class MicroBatcher:
             if not future.done():  # the client may have gone away and cancelled its wait
                 future.set_result(result)
 
+    def waiting(self) -> int:
+        """Items queued whose waiter is still there."""
+        return sum(not future.cancelled() for queue in list(self._queues.values()) for _, future in queue.pending)
+
     def stats(self) -> dict:
-        return {"batches": self.batches, "items": self.items,
+        return {"batches": self.batches, "items": self.items, "dropped": self.dropped,
                 "mean_batch": round(self.items / self.batches, 2) if self.batches else 0.0}
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 
+import orjson
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
@@ -28,10 +28,11 @@ _MAX_NAME = 200  # client-supplied file names are echoed back; keep them to a sa
 class RequestError(Exception):
     """A request the server will not process: ``status`` is the HTTP code, the message one line for a person."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
 def media_type(request: Request) -> str:
@@ -103,13 +104,23 @@ async def _form_files(request: Request, field: str, max_files: int) -> list[tupl
 
 
 def _json_object(body: bytes) -> dict:
+    # orjson bounds what a document may cost: nesting over 1024 levels and numbers beyond a double are
+    # errors, not a RecursionError or a 5,000-digit int (the standard json module allows both).
     try:
-        document = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestError(400, f"the body is not valid JSON ({exc})") from None
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(400, f"the body is not valid JSON (line {exc.lineno}, column {exc.colno}: "
+                                f"{_json_problem(exc.msg)})") from None
     if not isinstance(document, dict):
         raise RequestError(422, f"the JSON body must be an object, not {type(document).__name__}")
     return document
+
+
+def _json_problem(message: str) -> str:
+    for known, words in (("depth limit", "nested too deeply"), ("infinity", "number too large")):
+        if known in message:
+            return words
+    return "unexpected content"
 
 
 def _decode_base64(text, field: str) -> bytes:
@@ -119,8 +130,8 @@ def _decode_base64(text, field: str) -> bytes:
     text = re.sub(r"\s+", "", text)
     try:
         data = base64.b64decode(text, altchars=b"-_" if ("-" in text or "_" in text) else None, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise RequestError(422, f"field '{field}' is not valid base64 ({exc})") from None
+    except (binascii.Error, ValueError):
+        raise RequestError(422, f"field '{field}' is not valid base64") from None
     if not data:
         raise RequestError(422, f"field '{field}' is empty")
     return data
@@ -132,7 +143,7 @@ def _check_count(count: int, max_files: int) -> None:
 
 
 def _keys(mapping) -> str:
-    keys = sorted({str(k) for k in mapping.keys()})
+    keys = sorted({str(k)[:40] for k in mapping.keys()})  # the client's own names, kept short when echoed
     return ", ".join(repr(k) for k in keys[:10]) if keys else "nothing"
 
 

@@ -4,6 +4,10 @@ One process is the default: it loads the model once and answers concurrent reque
 micro-batching inference thread. ``workers > 1`` starts that many processes on the same port (uvicorn's
 own supervisor), each with its own copy of the model: image decoding is Python that holds the GIL, so a
 second process is how a second core helps.
+
+uvicorn runs with the connection guards of ``protocol`` (request-head and body timeouts, a head size
+limit), closes idle keep-alive connections after ``limits.KEEP_ALIVE_TIMEOUT`` seconds and, past
+``limits.MAX_CONNECTIONS`` open connections or requests in progress, answers 503 itself.
 """
 
 from __future__ import annotations
@@ -12,14 +16,19 @@ import json
 import os
 
 from ..errors import ConfigError
+from . import limits as limit
 
 _SETTINGS_ENV = "MNIST_CLASSIFIER_SERVE"  # how worker processes learn the settings (uvicorn gives them no arguments)
 LOG_FORMAT = "%(asctime)s %(message)s"
 
 
 def serve(model=None, host: str = "127.0.0.1", port: int = 8000, device: str = "auto", workers: int = 1,
-          log_requests: bool = True) -> None:
-    """Serve until interrupted. A bad model file fails here, with one line, before the port is opened."""
+          log_requests: bool = True, allowed_hosts=None, **limits) -> None:
+    """Serve until interrupted. A bad model file fails here, with one line, before the port is opened.
+
+    ``allowed_hosts``: Host header values to answer (None: localhost, plus ``host`` when it names one
+    interface). ``limits``: create_app's (max_pending, max_image_pixels, ...).
+    """
     import uvicorn
 
     from ..persist import pretrained_path, read_metadata
@@ -29,16 +38,36 @@ def serve(model=None, host: str = "127.0.0.1", port: int = 8000, device: str = "
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port must be 0..65535, got {port}")
-    options = dict(host=host, port=port, access_log=False,  # our own request log line carries the latency
-                   log_config=_log_config(), timeout_graceful_shutdown=5)
+    for name, value in limits.items():
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    settings = {"allowed_hosts": allowed_hosts or default_hosts(host),
+                **{name: value for name, value in limits.items() if value is not None}}
+    options = uvicorn_options(host, port)
     if workers == 1:
-        app = create_app(model, device=device, log_requests=log_requests, torch_threads=torch_threads(1))
+        app = create_app(model, device=device, log_requests=log_requests, torch_threads=torch_threads(1),
+                         **settings)
         uvicorn.run(app, **options)
         return
     read_metadata(model or pretrained_path())  # a bad model file: one clear line now, not one per worker
     os.environ[_SETTINGS_ENV] = json.dumps({"model": None if model is None else str(model), "device": device,
-                                            "log_requests": log_requests, "workers": workers})
+                                            "log_requests": log_requests, "workers": workers, **settings})
     uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
+
+
+def uvicorn_options(host: str, port: int) -> dict:
+    """How uvicorn runs the app: the connection guards and limits, the log, a bounded graceful shutdown."""
+    from .protocol import PROTOCOL
+
+    return dict(host=host, port=port, http=PROTOCOL, timeout_keep_alive=limit.KEEP_ALIVE_TIMEOUT,
+                limit_concurrency=limit.MAX_CONNECTIONS, timeout_graceful_shutdown=5,
+                access_log=False, log_config=_log_config())  # our own request log line carries the latency
+
+
+def default_hosts(host: str) -> list[str]:
+    """localhost, and the address served on when it is one interface's (a wildcard says nothing)."""
+    wildcard = host in ("", "0.0.0.0", "::")
+    return list(limit.DEFAULT_ALLOWED_HOSTS) + ([] if wildcard or host in limit.DEFAULT_ALLOWED_HOSTS else [host])
 
 
 def app_from_environment():
@@ -46,9 +75,10 @@ def app_from_environment():
     from .app import create_app
 
     settings = json.loads(os.environ.get(_SETTINGS_ENV, "{}"))
-    return create_app(settings.get("model"), device=settings.get("device", "auto"),
-                      log_requests=settings.get("log_requests", True),
-                      torch_threads=torch_threads(settings.get("workers", 1)))
+    workers = settings.pop("workers", 1)
+    return create_app(settings.pop("model", None), device=settings.pop("device", "auto"),
+                      log_requests=settings.pop("log_requests", True), torch_threads=torch_threads(workers),
+                      **settings)
 
 
 def torch_threads(workers: int) -> int:
