@@ -220,6 +220,18 @@ def test_dots_beside_a_number_are_no_digit():
     assert [g.labels for g in digits] == [[1], [2], [3, 4, 5]]
 
 
+def test_a_long_number_among_specks_is_no_scatter_of_dots(predictor, typical):
+    """Six digits, each under a fifth of the ink, beside the specks a removed line leaves: the largest
+    blobs hold the ink, so it is a number, not scattered dots."""
+    rng = np.random.default_rng(6)
+    ink = compose_number([typical[d][0] for d in (6, 0, 3, 4, 6, 5)], rng, gap=(4, 4))
+    ink = np.pad(ink, ((6, 6), (0, 0)))
+    for x in np.linspace(4, ink.shape[1] - 6, 9).astype(int):
+        ink[1:3, x:x + 2] = 1.0  # dashes along the top
+    img = render_on_paper(ink, rng, canvas=(640, 220), height_fraction=(0.6, 0.6), rotation=0.0)
+    assert predictor.read_number(to_jpeg(img, 90)).number == "603465"
+
+
 def test_number_mode_bad_and_blank_inputs(predictor, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"")

@@ -308,6 +308,7 @@ BLANK = "blank image (no ink darker or lighter than the background)"
 FLAT_NOISE = "blank or noise only: no strokes stand out from the background"
 NOISE = "the image looks like noise, not pen strokes"
 DOTS = "ink is scattered dots, not strokes"
+SCATTER_BLOBS = 8  # scattered dots: the 8 largest blobs hold under half the ink (the digits of a number hold most)
 
 BATCH_PIXELS = 1 << 22  # decoded pixels a batch holds before normalizing them (16 MB as float32)
 STACK_PIXELS = 1 << 17  # images of one shape are processed together, this many pixels at a time (cache-sized)
@@ -602,8 +603,9 @@ def _drop_specks(ink: np.ndarray, reason: np.ndarray, photo: np.ndarray) -> list
     stays_inside = _per_image(np.maximum, owner, np.where(off_image, 0.0, strong), n)[owner] > 0
     strong = np.where(off_image & stays_inside, 0.0, strong)
     blobs = np.bincount(owner, minlength=n)
-    biggest, strongest = _per_image(np.maximum, owner, mass, n), _per_image(np.maximum, owner, strong, n)
-    scattered = (biggest < 0.3 * np.bincount(owner, weights=mass, minlength=n)) & (blobs > 12)
+    strongest = _per_image(np.maximum, owner, strong, n)
+    total = np.bincount(owner, weights=mass, minlength=n)
+    scattered = (_largest_blobs_ink(mass, blobs, SCATTER_BLOBS) < 0.5 * total) & (blobs > 12)
     for failed, why in ((blobs == 0, BLANK), (scattered, DOTS), (strongest <= 0, BLANK)):
         reason[_undecided(reason) & failed] = why
     accepted = _undecided(reason)[owner]
@@ -622,6 +624,11 @@ def _drop_specks(ink: np.ndarray, reason: np.ndarray, photo: np.ndarray) -> list
     kept_by_image = np.split(kept_ids, np.searchsorted(kept_ids, last_id[:-1], side="right"))
     return [InkMap(np.zeros_like(ink[i]), reason=reason[i]) if reason[i] is not None else
             InkMap(strokes[i], labels=local_labels[i], kept=kept_by_image[i] - first_id[i]) for i in range(n)]
+
+
+def _largest_blobs_ink(mass: np.ndarray, blobs: np.ndarray, count: int) -> np.ndarray:
+    """Per image, the ink of its ``count`` largest blobs (``mass`` holds each image's blobs in turn)."""
+    return np.array([np.sort(part)[-count:].sum() for part in np.split(mass, np.cumsum(blobs)[:-1])])
 
 
 def _runs_off_the_image(labels: np.ndarray, count: int) -> np.ndarray:
