@@ -439,20 +439,34 @@ def _die_with_the_parent(parent: int, start_method: str) -> None:
     A parent killed with SIGKILL cleans nothing up, so only the kernel can. PR_SET_PDEATHSIG needs no
     watcher thread and no polling in the worker (a pipe or parent-pid watcher needs both, and a polled
     pid can be reused). It fires when the thread that forked the worker ends: fork is only used from a
-    single-threaded process (_pool_context), and forkserver's server ends with the process it serves.
+    single-threaded process (_pool_context); under forkserver the parent is the fork server, which ends
+    when the process it serves does.
     """
     if not sys.platform.startswith("linux"):
         return
     import ctypes
 
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    # The parent may have ended between the fork and the prctl: then no signal would ever come.
     if start_method == "forkserver":
-        ended = not _alive(parent)  # our own parent is the fork server, which outlives it briefly
+        _let_go_of_the_fork_servers_lifeline()
+        ended = not _alive(parent)
     else:
         ended = os.getppid() != parent
-    if ended:
+    if ended:  # the parent ended between the fork and the prctl: no signal would ever come
         os._exit(1)
+
+
+def _let_go_of_the_fork_servers_lifeline() -> None:
+    # The fork server ends when the last copy of the pipe it was started with closes, and it hands a copy
+    # to every process it forks: while this worker held one, the server (and so this worker) would
+    # outlive a killed parent forever. A decoding worker starts no processes, so it needs none.
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    lifeline = getattr(server, "_forkserver_alive_fd", None)
+    if lifeline is not None:
+        os.close(lifeline)
+        server._forkserver_alive_fd = None
 
 
 def _alive(pid: int) -> bool:
