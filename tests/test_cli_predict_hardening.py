@@ -78,16 +78,26 @@ def _print_collected(pattern: str) -> int:
     return 0
 
 
-def _workers_of(process: subprocess.Popen, count: int) -> list[int]:
-    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def _workers_of(process: subprocess.Popen, count: int, generation=_children) -> list[int]:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        pids = [int(pid) for pid in children.read_text().split()]
+        pids = generation(process.pid)
         if len(pids) >= count:
             return pids
         assert process.poll() is None, process.stderr.read().decode()
         time.sleep(0.01)
     raise AssertionError("the decoding workers never started")
+
+
+def _grandchildren(pid: int) -> list[int]:
+    return [grandchild for child in _children(pid) for grandchild in _children(child)]
 
 
 def _running(pid: int) -> bool:
@@ -147,6 +157,30 @@ def test_workers_die_with_a_parent_killed_by_sigkill(many_files, tmp_path):
         assert _still_running(workers) == []
     finally:
         _kill(workers)
+
+
+# A process with a second thread (a server, a notebook) forks its workers from a fork server instead.
+PREDICT_WITH_A_THREAD = """
+import sys, threading, time
+from mnist_classifier.predict import Predictor, collect_images
+threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+for _ in Predictor(workers=2).iter_predictions(collect_images([sys.argv[1]])):
+    pass
+"""
+
+
+def test_fork_server_workers_die_with_a_parent_killed_by_sigkill(many_files):
+    process = subprocess.Popen([sys.executable, "-c", PREDICT_WITH_A_THREAD, str(many_files)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    workers = _workers_of(process, 2, generation=_grandchildren)  # children of the fork server
+    helpers = _children(process.pid)  # the fork server and multiprocessing's resource tracker
+    time.sleep(0.3)
+    try:
+        process.kill()
+        assert process.wait(timeout=60) == -signal.SIGKILL
+        assert _still_running(workers + helpers) == []
+    finally:
+        _kill(workers + helpers)
 
 
 # ---------------------------------------------------------------------------------------------- inputs
