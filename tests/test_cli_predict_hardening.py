@@ -247,8 +247,9 @@ def test_output_paths_are_checked_before_any_work(capsys, tmp_path, digit_file):
         out, err = capsys.readouterr()
         assert out == "" and err.startswith(f"mnist-classifier predict: error: --csv {bad}: {problem}"), err
         assert err.count("\n") == 1
-    assert main(["finetune", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 1
-    assert capsys.readouterr().err == f"mnist-classifier finetune: error: --out {tmp_path}: is a directory\n"
+    out = blocker / "m.safetensors"
+    assert main(["finetune", str(tmp_path / "missing"), "--out", str(out)]) == 1  # the folder is looked at later
+    assert capsys.readouterr().err == f"mnist-classifier finetune: error: {out}: {blocker} is not a directory\n"
     assert main(["combine", "a.safetensors", "b.safetensors", "--out", str(blocker / "m.safetensors")]) == 1
     assert capsys.readouterr().err.startswith(f"mnist-classifier combine: error: --out {blocker / 'm.safetensors'}:")
 

@@ -279,7 +279,6 @@ def add_finetune(sub) -> None:
 def run_finetune(args) -> int:
     from .finetune import FinetuneConfig, finetune
 
-    _check_output("--out", args.out)
     options = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "mnist_share": args.mnist_share,
                "validation_split": args.validation_split, "seed": args.seed}
     config = FinetuneConfig(device=args.device, progress=not (args.quiet or args.json),
