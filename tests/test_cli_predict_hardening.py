@@ -159,6 +159,19 @@ def test_workers_die_with_a_parent_killed_by_sigkill(many_files, tmp_path):
         _kill(workers)
 
 
+def test_a_worker_killed_under_the_command_is_one_line(many_files, tmp_path):
+    """As when the OOM killer picks a worker, or systemd signals every process of the service."""
+    process, workers = _start_predict(many_files, tmp_path / "out.csv")
+    try:
+        os.kill(workers[0], signal.SIGKILL)
+        assert process.wait(timeout=60) == 1
+        assert process.stderr.read().decode() == ("mnist-classifier predict: error: a decoding worker process ended "
+                                                  "unexpectedly (killed by a signal, or out of memory)\n")
+        assert _still_running(workers) == [] and list(tmp_path.iterdir()) == []
+    finally:
+        _kill(workers)
+
+
 # A process with a second thread (a server, a notebook) forks its workers from a fork server instead.
 PREDICT_WITH_A_THREAD = """
 import sys, threading, time

@@ -24,6 +24,7 @@ import warnings
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path
-from .errors import ConfigError, printable, utf8_safe
+from .errors import ConfigError, MNISTClassifierError, printable, utf8_safe
 from .inference import predict_proba, prepare_for_inference, resolve_device
 from .persist import LoadedModel, load_model, pretrained_path
 from .preprocess import IMAGE_EXTENSIONS, occupied_span, prepare_chunk, source_name
@@ -372,7 +373,11 @@ class Predictor:
     @staticmethod
     def _next_done(window, bar):
         names, future = window.popleft()
-        prepared = future.result()
+        try:
+            prepared = future.result()
+        except BrokenProcessPool:
+            raise MNISTClassifierError("a decoding worker process ended unexpectedly "
+                                       "(killed by a signal, or out of memory)") from None
         if bar:
             bar.update(len(names))
         return names, prepared
@@ -423,10 +428,11 @@ def _wider_than_a_digit(images: np.ndarray) -> np.ndarray:
 
 def _start_worker(parent: int, start_method: str) -> None:
     # Ctrl-C and a terminal's hangup reach every process of its group. The parent stops the pool; workers
-    # that raised KeyboardInterrupt too would each print a traceback on the way out. SIGTERM keeps its
-    # default: the executor itself ends workers with it.
+    # that raised KeyboardInterrupt too would each print a traceback on the way out. SIGTERM gets its
+    # default back (a forked worker inherits the parent's handler): the executor ends workers with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_the_parent(parent, start_method)
 
 
