@@ -44,3 +44,28 @@ def write_text(target: str | os.PathLike, text: str) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(target)
+
+
+def unwritable(target: str | os.PathLike) -> str | None:
+    """Why ``atomic_path(target)`` would fail, told before any work is done; None when it would not.
+
+    The temporary file goes in the target's folder (created with its parents when missing), so the
+    nearest folder that exists must take a new file: tried for real, the only answer that holds for
+    read-only mounts, ACLs and root alike.
+    """
+    target = Path(target)
+    if target.is_dir():
+        return "is a directory"
+    if target.exists() and not target.is_file():
+        return "not a regular file (the file is written beside it and renamed into place)"
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is not a directory"
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return f"cannot write in {folder} ({exc.strerror or exc})"
+    return None

@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
+import threading
 
 import orjson
 
 from . import __version__
-from .errors import ConfigError, MNISTClassifierError
+from .errors import ConfigError, MNISTClassifierError, printable, utf8_safe
 
 
 def _csv_ints(text: str) -> list[int]:
@@ -29,8 +31,25 @@ def _csv_ints(text: str) -> list[int]:
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
+def _dumps(obj, option: int = _JSON_OPTIONS) -> str:
+    try:
+        return orjson.dumps(obj, option=option).decode()
+    except orjson.JSONEncodeError:  # JSON is UTF-8: a file name that is not, with its odd bytes escaped
+        return orjson.dumps(_utf8_safe(obj), option=option).decode()
+
+
+def _utf8_safe(obj):
+    if isinstance(obj, str):
+        return utf8_safe(obj)
+    if isinstance(obj, dict):
+        return {key: _utf8_safe(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_utf8_safe(value) for value in obj]
+    return obj
+
+
 def _print_json(obj) -> None:
-    sys.stdout.write(orjson.dumps(obj, option=_JSON_OPTIONS | orjson.OPT_INDENT_2).decode())
+    sys.stdout.write(_dumps(obj, option=_JSON_OPTIONS | orjson.OPT_INDENT_2))
     sys.stdout.write("\n")
 
 
@@ -42,7 +61,7 @@ def _json_array(stream):
 
     def write(obj) -> None:
         nonlocal written
-        stream.write(("[\n" if written == 0 else ",\n") + orjson.dumps(obj, option=_JSON_OPTIONS).decode())
+        stream.write(("[\n" if written == 0 else ",\n") + _dumps(obj))
         written += 1
 
     yield write
@@ -212,7 +231,16 @@ def _print_evaluation(summary: dict, where: str, extra: str = "") -> None:
 
 
 def _warn(command: str, line: str) -> None:
-    print(f"mnist-classifier {command}: warning: {line}", file=sys.stderr)
+    print(f"mnist-classifier {command}: warning: {printable(line)}", file=sys.stderr)
+
+
+def _check_output(option: str, path) -> None:
+    """A file the command will write: a one-line error now if it cannot be, not after all the work."""
+    from .atomic import unwritable
+
+    problem = unwritable(path)
+    if problem:
+        raise ConfigError(f"{option} {path}: {problem}")
 
 
 # ---------------------------------------------------------------- finetune
@@ -298,6 +326,7 @@ def run_combine(args) -> int:
 
     if len(args.models) < 2:
         raise ConfigError("combine needs at least two model files")
+    _check_output("--out", args.out)
     model, config, record = combine_models(args.models, device=resolve_device(args.device))
     data = load_mnist(args.data_dir, progress=not args.json)
     evaluation = evaluate(model, data.test_images, data.test_labels)
@@ -400,7 +429,8 @@ def add_predict(sub) -> None:
                    help="confidence below which an answer is flagged uncertain (default: 0.6)")
     p.add_argument("--top-k", type=int, default=3, help="alternatives listed per image in --json (default: 3)")
     _device_argument(p)
-    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="decoding processes (default and most: the cores this process may use)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(run=run_predict)
 
@@ -409,6 +439,8 @@ def run_predict(args) -> int:
     from .predict import (DEFAULT_THRESHOLD, IMAGE_EXTENSIONS, Predictor, collect_images, csv_writer, table_header,
                           table_line, table_width)
 
+    if args.csv:
+        _check_output("--csv", args.csv)
     extensions = [e.strip() for e in args.ext.split(",") if e.strip()] if args.ext else list(IMAGE_EXTENSIONS)
     paths = collect_images(args.paths, recursive=args.recursive, extensions=extensions)
     if not paths:
@@ -416,6 +448,9 @@ def run_predict(args) -> int:
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     predictor = Predictor(args.model, device=args.device, threshold=threshold, workers=args.workers,
                           top_k=args.top_k)
+    if args.workers and args.workers > predictor.workers:
+        _warn(args.command, f"--workers {args.workers}: this process may use {predictor.workers} cores, "
+                            f"so {predictor.workers} decoding processes are started")
     # The bar goes to stderr; JSON rows streaming onto the same terminal would break it up.
     progress = (not args.quiet and sys.stderr.isatty() and len(paths) >= 500
                 and not (args.json and sys.stdout.isatty()))
@@ -457,16 +492,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Stopped(KeyboardInterrupt):
+    """A signal asked the command to stop; it unwinds as Ctrl-C does."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+# SIGTERM: what timeout, systemd and docker stop send; SIGHUP: the terminal went away.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _stop_signals_as_interrupts():
+    """SIGTERM and SIGHUP end a command the way Ctrl-C does: the same clean-up (no half-written file, no
+    decoding worker left behind) and exit code 128 + the signal's number. By default they would end the
+    process at once, with no clean-up at all."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def stop(signum, frame):
+        for each in STOP_SIGNALS:  # once is enough: a second signal must not cut the clean-up short
+            signal.signal(each, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # uvicorn has its own graceful shutdown on these signals.
+    handling = contextlib.nullcontext() if args.command == "serve" else _stop_signals_as_interrupts()
     try:
-        return args.run(args)
+        with handling:
+            return args.run(args)
     except MNISTClassifierError as exc:
-        print(f"mnist-classifier {args.command}: error: {exc}", file=sys.stderr)
+        print(f"mnist-classifier {args.command}: error: {printable(str(exc))}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"mnist-classifier {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        print(f"mnist-classifier {args.command}: {how}", file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:
         # The reader went away (`... | head`): stop quietly, as other command-line tools do. Pointing stdout
         # at /dev/null keeps Python's exit-time flush from failing once more.

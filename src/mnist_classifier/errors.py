@@ -1,5 +1,7 @@
 """One exception family, so every caller can turn a failure into a single clear line."""
 
+import re
+
 
 class MNISTClassifierError(Exception):
     """Base class: the message is a complete, one-line explanation for a person."""
@@ -19,3 +21,27 @@ class ConfigError(MNISTClassifierError):
 
 class ImageError(MNISTClassifierError):
     """An image could not be read or decoded."""
+
+
+# Control characters (a newline, an escape sequence that drives the terminal) and bidirectional overrides
+# (which reorder what is shown); and surrogates: how Python carries the bytes of a file name that is not
+# UTF-8, which cannot even be printed or written as UTF-8.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe to show on a terminal, and on one line: such characters written as escapes."""
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+def utf8_safe(text: str) -> str:
+    """``text`` with the undecodable bytes of a file name written as escapes (\\xff), so it can be UTF-8."""
+    return _SURROGATES.sub(_escape, text)
+
+
+def _escape(found: re.Match) -> str:
+    code = ord(found.group())
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte of a file name: show the byte
+        return f"\\x{code - 0xDC00:02x}"
+    return found.group().encode("unicode_escape").decode("ascii")

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .atomic import unwritable
 from .errors import ConfigError, ImageError
 from .inference import prepare_for_inference, resolve_device, to_model_input
 from .persist import LoadedModel, load_model, pretrained_path, save_model
@@ -179,6 +180,9 @@ def _check_out(out) -> Path | None:
     out = Path(out)
     if out.is_dir():
         raise ConfigError(f"{out}: is a folder; the output is a model file, e.g. {out / 'finetuned.safetensors'}")
+    problem = unwritable(out)
+    if problem:
+        raise ConfigError(f"{out}: {problem}")
     return out
 
 

@@ -13,24 +13,31 @@ serialize on the GIL), each normalizes its chunk as numpy stacks, then the model
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 import signal
+import stat
+import sys
+import threading
+import warnings
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
 
 from .atomic import atomic_path
-from .errors import ConfigError
+from .errors import ConfigError, MNISTClassifierError, printable, utf8_safe
 from .inference import predict_proba, prepare_for_inference, resolve_device
 from .persist import LoadedModel, load_model, pretrained_path
-from .preprocess import IMAGE_EXTENSIONS, occupied_span, prepare_batch, prepare_chunk, source_name
-from .segment import prepare_number, prepare_number_chunk
+from .preprocess import IMAGE_EXTENSIONS, occupied_span, prepare_chunk, source_name
+from .segment import prepare_number_chunk
 
 DEFAULT_THRESHOLD = 0.6   # below this confidence an answer is flagged uncertain (still returned)
 DEFAULT_TOP_K = 3
@@ -132,36 +139,94 @@ class NumberPrediction:
 # ---------------------------------------------------------------------------------------------- inputs
 
 def collect_images(paths, recursive: bool = False, extensions=IMAGE_EXTENSIONS) -> list[str]:
-    """Expand files, directories and glob patterns to a sorted, de-duplicated list of paths.
+    """Expand files, directories and glob patterns to a sorted list of paths, each file listed once.
 
     Files named explicitly are always kept (a bad one becomes an error row, not a silent skip); inside
     directories only names with one of ``extensions`` (case-insensitive) are taken. A path that does
     not exist and matches no glob is kept too, so that it is reported as "file not found".
+    Symbolic links are followed, but each real directory is entered once, so a link loop is followed at
+    most once; a file reached by several paths (through links) is listed once, under the first of them.
     """
     suffixes = {"." + e.lower().lstrip(".") for e in extensions}
-    found: list[str] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found += _list_directory(path, suffixes, recursive)
-        elif path.exists() or not glob.has_magic(str(raw)):
-            found.append(str(raw))
+    found: list[tuple[str, str]] = []  # (path as shown, real path)
+    for raw in map(os.fspath, paths):
+        if os.path.isdir(raw):
+            found += sorted(_walk(raw, suffixes, recursive), key=_path_order)
+        elif os.path.lexists(raw) or not glob.has_magic(raw):
+            found.append((raw, os.path.realpath(raw)))
         else:
-            for match in sorted(glob.glob(str(raw), recursive=recursive)):
-                if Path(match).is_dir():
-                    found += _list_directory(Path(match), suffixes, recursive)
-                else:
-                    found.append(match)
-    return list(dict.fromkeys(found))
+            found += sorted(_glob(raw, suffixes, recursive), key=_path_order)
+    first_path = {}
+    for path, real in found:
+        first_path.setdefault(real, path)
+    return list(first_path.values())
 
 
-def _list_directory(folder: Path, suffixes: set[str], recursive: bool) -> list[str]:
-    if recursive:
-        entries = [p for p in folder.rglob("*") if p.suffix.lower() in suffixes and not p.is_dir()]
-    else:
-        # A directory called "x.jpg" is listed so that it is reported, not silently skipped.
-        entries = [p for p in folder.iterdir() if p.suffix.lower() in suffixes]
-    return [str(p) for p in sorted(entries)]
+def _path_order(item: tuple[str, str]):
+    return Path(item[0]).parts
+
+
+def _walk(folder: str, suffixes: set[str], recursive: bool, pattern: tuple[str, ...] | None = None):
+    """(path, real path) of the files with an image suffix in ``folder`` (and below it when recursive);
+    given a glob ``pattern`` (its parts below ``folder``), of the files it matches and of the images in
+    the directories it matches. Breadth first and each real directory once: a link loop costs one visit."""
+    entered: set[tuple[int, int]] = set()
+    pending = deque([(folder, (), pattern is None)])  # (directory, its parts below folder, all its images wanted)
+    while pending:
+        top, parts, whole = pending.popleft()
+        try:
+            info = os.stat(top)
+            if (info.st_dev, info.st_ino) in entered:
+                continue
+            entered.add((info.st_dev, info.st_ino))
+            real_top = os.path.realpath(top)
+            with os.scandir(top) as listing:
+                # Real entries before links: a directory is shown under its own name where it can be.
+                entries = sorted(listing, key=lambda e: (e.is_symlink(), e.name))
+        except OSError:
+            continue  # vanished or unreadable: nothing to list
+        for entry in entries:
+            below = (*parts, entry.name)
+            matched = pattern is not None and _glob_match(below, pattern)
+            if entry.is_dir():
+                inside = matched or (whole and recursive)
+                if inside or (pattern is not None and _glob_match(below, pattern, prefix=True)):
+                    pending.append((entry.path, below, inside))
+                    continue
+            # A directory called "x.jpg" is listed so that it is reported, not silently skipped.
+            if matched or (whole and os.path.splitext(entry.name)[1].lower() in suffixes):
+                real = os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(real_top, entry.name)
+                yield entry.path, real
+
+
+def _glob(raw: str, suffixes: set[str], recursive: bool):
+    """A glob pattern's matches as (path, real path), found by _walk (which visits each directory once,
+    where glob.glob follows link loops over and over)."""
+    parts = Path(raw).parts
+    fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    root = os.path.join(*parts[:fixed]) if fixed else os.curdir
+    pattern = tuple(p if recursive or p != "**" else "*" for p in parts[fixed:])  # as glob.glob: "**" needs -r
+    for path, real in _walk(root, suffixes, recursive, pattern):
+        yield (os.path.relpath(path) if not fixed else path), real
+
+
+def _glob_match(parts: tuple[str, ...], pattern: tuple[str, ...], prefix: bool = False) -> bool:
+    """Whether path ``parts`` match the glob ``pattern``'s parts (with ``prefix``: could, once longer), by
+    glob.glob's rules: "**" spans any number of directories; a name starting with "." needs a pattern
+    part that starts with "." too."""
+    @lru_cache(maxsize=None)  # on (part, pattern part): linear time, however many "**" there are
+    def match(i: int, j: int) -> bool:
+        if i == len(parts):
+            return j < len(pattern) if prefix else all(p == "**" for p in pattern[j:])
+        if j == len(pattern):
+            return False
+        hidden = parts[i].startswith(".")
+        if pattern[j] == "**":
+            return match(i, j + 1) or (not hidden and match(i + 1, j))
+        return (hidden <= pattern[j].startswith(".") and fnmatch.fnmatchcase(parts[i], pattern[j])
+                and match(i + 1, j + 1))
+
+    return match(0, 0)
 
 
 # ---------------------------------------------------------------------------------------------- predictor
@@ -183,7 +248,9 @@ class Predictor:
         if not 0.0 <= float(threshold) <= 1.0:
             raise ConfigError(f"threshold must be between 0 and 1, got {threshold}")
         self.threshold = float(threshold)
-        self.workers = workers or os.cpu_count() or 1
+        if workers is not None and workers < 1:
+            raise ConfigError(f"workers must be at least 1, got {workers}")
+        self.workers = min(workers or usable_cores(), usable_cores())  # more processes than cores only add memory
         self.top_k = max(1, min(10, int(top_k)))
         if pool not in ("process", "thread"):
             raise ConfigError(f"pool must be 'process' or 'thread', got {pool!r}")
@@ -220,7 +287,7 @@ class Predictor:
     def predict(self, source, name: str | None = None) -> Prediction:
         """One input (path, bytes, PIL image or numpy array). Bad input -> ``error``; never raises for it."""
         label = source_name(source, name)
-        return self._classify([label], prepare_batch([source], [label]))[0]
+        return self._classify([label], prepare_safely(prepare_chunk, ([source], [label])))[0]
 
     def predict_many(self, sources, progress: bool = False, names=None) -> list[Prediction]:
         """Many inputs, in order. Decoding runs on all cores; a bad input costs only its own row."""
@@ -242,7 +309,7 @@ class Predictor:
     def read_number(self, source, name: str | None = None) -> NumberPrediction:
         """Read a multi-digit number written on one line. Bad input -> ``error``; never raises for it."""
         label = source_name(source, name)
-        return self._read_prepared(label, prepare_number(source, label))
+        return self._read_prepared(label, prepare_safely(prepare_number_chunk, ([source], [label]))[0])
 
     def read_numbers(self, sources, progress: bool = False, names=None) -> list[NumberPrediction]:
         """Many numbers, in order; segmentation runs on all cores."""
@@ -274,6 +341,7 @@ class Predictor:
         parallel = len(sources) >= PARALLEL_MIN and self.workers > 1
         size = CHUNK if not parallel else max(8, min(CHUNK, -(-len(sources) // (self.workers * 4))))
         chunks = [(sources[i:i + size], labels[i:i + size]) for i in range(0, len(sources), size)]
+        work = partial(prepare_safely, work)
         bar = _progress_bar(progress and len(sources) > size, len(sources))
         try:
             if not parallel:
@@ -281,22 +349,35 @@ class Predictor:
                     yield chunk[1], work(chunk)
                     bar.update(len(chunk[1])) if bar else None
                 return
-            with self._executor() as pool:
-                window = deque()
-                for chunk in chunks:
-                    window.append((chunk[1], pool.submit(work, chunk)))
-                    if len(window) >= self.workers * 4:
-                        yield self._next_done(window, bar)
-                while window:
-                    yield self._next_done(window, bar)
+            yield from self._in_pool(work, chunks, bar)
         finally:
             if bar:
                 bar.close()
 
+    def _in_pool(self, work, chunks, bar):
+        pool = self._executor()
+        try:
+            window = deque()
+            for chunk in chunks:
+                window.append((chunk[1], pool.submit(work, chunk)))
+                if len(window) >= self.workers * 4:
+                    yield self._next_done(window, bar)
+            while window:
+                yield self._next_done(window, bar)
+        except BaseException:  # interrupted, stopped by a signal, or the reader stopped early
+            _stop_now(pool)
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
     @staticmethod
     def _next_done(window, bar):
         names, future = window.popleft()
-        prepared = future.result()
+        try:
+            prepared = future.result()
+        except BrokenProcessPool:
+            raise MNISTClassifierError("a decoding worker process ended unexpectedly "
+                                       "(killed by a signal, or out of memory)") from None
         if bar:
             bar.update(len(names))
         return names, prepared
@@ -304,13 +385,31 @@ class Predictor:
     def _executor(self):
         if self.pool == "thread":
             return ThreadPoolExecutor(max_workers=self.workers)
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=_pool_context(),
-                                   initializer=_leave_interrupts_to_the_parent)
+        context = _pool_context()
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_start_worker,
+                                   initargs=(os.getpid(), context.get_start_method()))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (taskset, cgroup cpusets, containers), which
+    os.cpu_count() ignores."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _stop_now(pool) -> None:
+    """Drop the queued chunks and kill the decoding workers: nobody waits for their answers any more."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    if isinstance(pool, ProcessPoolExecutor):
+        # The executor has no public way to stop workers before Python 3.14 (kill_workers).
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.kill()
 
 
 def _pool_context():
     import multiprocessing
-    import threading
 
     # fork starts workers in milliseconds, and they only run torch-free code (preprocess, segment), so
     # torch's own thread pool is no obstacle. A process with other Python threads (a web server) may hold
@@ -327,10 +426,140 @@ def _wider_than_a_digit(images: np.ndarray) -> np.ndarray:
     return occupied_span(ink.any(axis=1)) > SEVERAL_DIGITS_ASPECT * occupied_span(ink.any(axis=2))
 
 
-def _leave_interrupts_to_the_parent() -> None:
-    # Ctrl-C reaches every process of the terminal's group. The parent stops the pool; workers that
-    # raised KeyboardInterrupt too would each print a traceback on the way out.
+def _start_worker(parent: int, start_method: str) -> None:
+    # Ctrl-C and a terminal's hangup reach every process of its group. The parent stops the pool; workers
+    # that raised KeyboardInterrupt too would each print a traceback on the way out. SIGTERM gets its
+    # default back (a forked worker inherits the parent's handler): the executor ends workers with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_the_parent(parent, start_method)
+
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with_the_parent(parent: int, start_method: str) -> None:
+    """Let the kernel kill this worker when its parent ends, however it ends, SIGKILL included.
+
+    A parent killed with SIGKILL cleans nothing up, so only the kernel can. PR_SET_PDEATHSIG needs no
+    watcher thread and no polling in the worker (a pipe or parent-pid watcher needs both, and a polled
+    pid can be reused). It fires when the thread that forked the worker ends: fork is only used from a
+    single-threaded process (_pool_context); under forkserver the parent is the fork server, which ends
+    when the process it serves does.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if start_method == "forkserver":
+        _let_go_of_the_fork_servers_lifeline()
+        ended = not _alive(parent)
+    else:
+        ended = os.getppid() != parent
+    if ended:  # the parent ended between the fork and the prctl: no signal would ever come
+        os._exit(1)
+
+
+def _let_go_of_the_fork_servers_lifeline() -> None:
+    # The fork server ends when the last copy of the pipe it was started with closes, and it hands a copy
+    # to every process it forks: while this worker held one, the server (and so this worker) would
+    # outlive a killed parent forever. A decoding worker starts no processes, so it needs none.
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    lifeline = getattr(server, "_forkserver_alive_fd", None)
+    if lifeline is not None:
+        os.close(lifeline)
+        server._forkserver_alive_fd = None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+# ---------------------------------------------------------------------------------------------- screening
+
+def prepare_safely(work, chunk: tuple[list, list]) -> list:
+    """``work`` (prepare_chunk or prepare_number_chunk) on one chunk, where a file that is no regular file
+    (a FIFO, device or socket: opening one can block forever) is refused unopened, and a library warning
+    while decoding becomes that input's error instead of a line on stderr."""
+    sources, names = chunk
+    refused = {i: problem for i, source in enumerate(sources) if (problem := _not_a_regular_file(source, names[i]))}
+    kept = [i for i in range(len(sources)) if i not in refused]
+    with _decoding_quietly():
+        prepared = iter(work(([sources[i] for i in kept], [names[i] for i in kept])) if kept else [])
+    return [_ERROR_ROWS[work](refused[i]) if i in refused else next(prepared) for i in range(len(sources))]
+
+
+_ERROR_ROWS = {  # one failed input's row, for each kind of work
+    prepare_chunk: lambda error: (None, None, error),
+    prepare_number_chunk: lambda error: ([], None, error, 1.0, None),
+}
+
+# Warnings about the code, not the input: never a reason to refuse an image, and no news for the user.
+CODE_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning, ImportWarning, ResourceWarning)
+# Warnings about an image that say nothing about its pixels: a damaged metadata tag (the EXIF orientation
+# is read on its own), or a malformed multi-picture or animated container whose first picture decodes.
+HARMLESS_IMAGE_WARNINGS = ("(?i).*corrupt EXIF", "Metadata Warning", "Tag data larger than file",
+                           "Tag offset too large", "Image appears to be a malformed MPO file", "Invalid APNG")
+
+
+@contextmanager
+def _decoding_quietly():
+    """While decoding, a library warning is an exception (which costs that input its row), and what C
+    decoders write straight to file descriptor 2 (libtiff's complaints, which Pillow also raises as an
+    error or a harmless warning) goes to /dev/null.
+
+    Both are process-wide. Decoding workers and the command line have one thread; a process with others
+    (a server) keeps them as they are, or those threads' warnings and messages would be lost too.
+    """
+    if threading.active_count() > 1:
+        yield
+        return
+    with warnings.catch_warnings(), _stderr_to_devnull():
+        warnings.simplefilter("error")
+        for category in CODE_WARNINGS:
+            warnings.simplefilter("ignore", category)
+        for message in HARMLESS_IMAGE_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        yield
+
+
+@contextmanager
+def _stderr_to_devnull():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def _not_a_regular_file(source, name) -> str | None:
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    try:
+        mode = os.stat(source).st_mode
+    except OSError:
+        return None  # missing or unreadable: opening it says which, in the usual words
+    kind = next((kind for test, kind in _SPECIAL_FILES if test(mode)), None)
+    return f"{source_name(source, name)}: not a regular file ({kind})" if kind else None
+
+
+_SPECIAL_FILES = [(stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                  (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")]
 
 
 def _progress_bar(enabled: bool, total: int):
@@ -375,12 +604,14 @@ def csv_writer(path, numbers: bool = False):
     with atomic_path(Path(path)) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=NUMBER_CSV_FIELDS if numbers else CSV_FIELDS)
         writer.writeheader()
-        yield lambda result: writer.writerow(csv_row(result))
+        # UTF-8 like the rest: a file name that is not has its odd bytes escaped, as in --json
+        yield lambda result: writer.writerow({k: utf8_safe(v) if isinstance(v, str) else v
+                                              for k, v in csv_row(result).items()})
 
 
 def table_width(paths) -> int:
     """The path column's width: the longest path, within 4..60 characters."""
-    return min(60, max([len(str(p)) for p in paths] + [4]))
+    return min(60, max([len(printable(str(p))) for p in paths] + [4]))
 
 
 def table_header(width: int, numbers: bool = False) -> list[str]:
@@ -389,13 +620,16 @@ def table_header(width: int, numbers: bool = False) -> list[str]:
 
 
 def table_line(result, width: int) -> str:
-    """One table line of a Prediction or a NumberPrediction; errors and "no digit" reasons in the last column."""
+    """One table line of a Prediction or a NumberPrediction; errors and "no digit" reasons in the last column.
+
+    Control characters in file names are escaped: a name must not break the table or drive the terminal.
+    """
     numbers = isinstance(result, NumberPrediction)
-    path = str(result.path)
+    path = printable(str(result.path))
     path = path if len(path) <= width else "..." + path[-(width - 3):]
     value = result.number if numbers else result.digit
     note = (result.error or (f"no digit: {result.reason}" if result.reason else "")
             or (None if numbers else result.note) or ("uncertain" if result.uncertain else ""))
     shown = "-" if value is None else str(value)
     confidence = f"{result.confidence:10.4f}" if value is not None else f"{'':>10}"
-    return f"{path:<{width}}  {shown:>8}  {confidence}  {note}".rstrip()
+    return f"{path:<{width}}  {shown:>8}  {confidence}  {printable(note)}".rstrip()
