@@ -5,8 +5,8 @@
 Each file is small on disk and huge when decoded: a digit drawn on a 9459x9459 canvas (just under
 Pillow's own decompression-bomb limit), as RGBA and grey PNG and as JPEG. Every case runs
 ``mnist-classifier predict FILE --json`` in a fresh process and records its wall time, its own peak
-memory (VmHWM) and the peak that wait4 reports for it (what ``/usr/bin/time -v`` prints), and the
-answer: a digit, or the one-line error. The files are made by a separate process so that the
+memory (VmHWM), the peak and CPU time that wait4 reports for it (what ``/usr/bin/time -v`` prints;
+CPU time is the steadier figure on a shared machine), and the answer: a digit, or the one-line error. The files are made by a separate process so that the
 benchmark's own memory never counts towards a measured command's. Never asserts: the targets are
 listed next to the figures.
 """
@@ -14,6 +14,7 @@ listed next to the figures.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -25,18 +26,23 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from _machine import _PEAK_PREAMBLE, machine_info, write_result  # noqa: E402
+from mnist_classifier.preprocess import MAX_PIXELS  # noqa: E402
 
 SIDE = 9459  # 89.47 million pixels: the largest square Pillow opens without a warning
 TARGETS = {"peak_rss_mb": "<= 600 (or a one-line refusal)", "wall_s": "<= 3 (or a one-line refusal)"}
 
 # (name, Pillow mode, file format): the canvas is filled from a small pattern, so the files stay small.
-CASES = [("rgba.png", "RGBA", "PNG"), ("gray.png", "L", "PNG"), ("photo.jpg", "RGB", "JPEG")]
+# small.png is the yardstick: what the CLI costs for an ordinary image (start-up, model, one digit);
+# at_limit.png is the costliest image the default pixel budget accepts (square RGBA, the widest mode).
+CASES = [("small.png", "L", "PNG"), ("at_limit.png", "RGBA", "PNG"), ("rgba.png", "RGBA", "PNG"),
+         ("gray.png", "L", "PNG"), ("photo.jpg", "RGB", "JPEG")]
 
 _MAKE = """
 import sys
 from PIL import Image, ImageDraw
-side, folder = int(sys.argv[1]), sys.argv[2]
-for name, mode, fmt in [tuple(c.split(':')) for c in sys.argv[3:]]:
+big, at_limit, folder = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+for name, mode, fmt in [tuple(c.split(':')) for c in sys.argv[4:]]:
+    side = {'small.png': 200, 'at_limit.png': at_limit}.get(name, big)
     paper = {'RGBA': (0, 0, 0, 0), 'L': 235, 'RGB': (235, 230, 220)}[mode]
     ink = {'RGBA': (0, 0, 0, 255), 'L': 20, 'RGB': (20, 20, 30)}[mode]
     canvas = Image.new(mode, (side, side), paper)
@@ -50,7 +56,8 @@ for name, mode, fmt in [tuple(c.split(':')) for c in sys.argv[3:]]:
 
 def make_files(folder: Path) -> None:
     specs = [f"{name}:{mode}:{fmt}" for name, mode, fmt in CASES]
-    subprocess.run([sys.executable, "-c", _MAKE, str(SIDE), str(folder), *specs], check=True)
+    at_limit = math.isqrt(MAX_PIXELS)
+    subprocess.run([sys.executable, "-c", _MAKE, str(SIDE), str(at_limit), str(folder), *specs], check=True)
 
 
 def measure(path: Path, env: dict) -> dict:
@@ -68,7 +75,8 @@ def measure(path: Path, env: dict) -> dict:
     row = json.loads(printed)[0] if printed.strip().startswith("[") else {}
     return {"file_kb": round(path.stat().st_size / 1024, 1), "wall_s": round(wall, 2),
             "peak_rss_mb": round(peaks[-1] / 1024, 1) if peaks else None,
-            "ru_maxrss_mb": round(usage.ru_maxrss / 1024, 1), "exit_code": child.returncode,
+            "ru_maxrss_mb": round(usage.ru_maxrss / 1024, 1),
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "exit_code": child.returncode,
             "digit": row.get("digit"), "error": row.get("error"),
             "stderr": [line for line in said if not line.startswith("peak_rss_kb ")][:3]}
 
@@ -82,7 +90,7 @@ def main() -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
         for name, _, _ in CASES:
             results["cases"][name] = row = measure(folder / name, env)
-            print(f"{name:10s} {row['file_kb']:8.1f} KB  {row['wall_s']:5.2f} s  peak {row['peak_rss_mb']} MB "
+            print(f"{name:10s} {row['file_kb']:8.1f} KB  {row['wall_s']:5.2f} s (cpu {row['cpu_s']:5.2f} s)  peak {row['peak_rss_mb']} MB "
                   f"(wait4 {row['ru_maxrss_mb']} MB)  digit={row['digit']}  error={row['error']}")
     results["machine"] = machine_info()  # imports torch: only after the measured runs, which inherit no peak
     write_result(os.environ.get("BENCH_NAME", "bombs"), results)
