@@ -8,6 +8,7 @@ import json
 import re
 import struct
 import tracemalloc
+import warnings
 import zlib
 from pathlib import Path
 
@@ -207,3 +208,71 @@ def test_predict_reports_a_bomb_and_an_odd_file_on_their_rows_and_reads_the_rest
     assert rows["icon.ico"]["error"].startswith(f"{ico}: unsupported format ICO")
     assert rows["odd.png"]["error"].startswith(f"{odd}: cannot read image (Pillow warns:")
     assert "Warning" not in captured.err
+
+
+# ---------------------------------------------------------------------------------------------- properties
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+DTYPES = st.sampled_from([np.uint8, np.uint16, np.int32, np.float32, np.float64, np.bool_])
+SHAPES = st.one_of(hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=48),
+                   st.tuples(st.integers(1, 48), st.integers(1, 48), st.integers(1, 5)))
+
+
+def assert_normalized_or_one_line_error(source, **kw):
+    """The pipeline's contract: a (28, 28) float image in [0, 1], or no digit with a reason, or ImageError."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            image, reason = preprocess.preprocess_image(source, **kw)
+        except ImageError as exc:
+            assert "\n" not in str(exc) and len(str(exc)) < 300
+            return None
+    assert not [w for w in caught if "PIL" in w.filename], [str(w.message) for w in caught]
+    if image is None:
+        assert isinstance(reason, str) and reason
+    else:
+        assert reason is None and image.shape == (28, 28) and image.dtype == np.float32
+        assert np.isfinite(image).all() and image.min() >= 0 and image.max() <= 1
+    return image
+
+
+@PROPERTY
+@given(hnp.arrays(DTYPES, SHAPES, elements={"allow_subnormal": False}))
+def test_property_any_array_is_normalized_or_refused_in_one_line(array):
+    assert_normalized_or_one_line_error(array)
+
+
+WRITABLE = ["PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP", "ICO", "TGA", "PCX", "EPS", "PPM", "SGI", "QOI"]
+
+
+@settings(PROPERTY, max_examples=40)
+@given(fmt=st.sampled_from(WRITABLE), pixels=hnp.arrays(np.uint8, st.tuples(st.integers(8, 40), st.integers(8, 40))),
+       damage=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=4), cut=st.integers(0, 3))
+def test_property_any_file_bytes_are_read_only_in_a_documented_format_or_refused_in_one_line(
+        monkeypatch_session, fmt, pixels, damage, cut):
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).convert("RGB").save(buffer, fmt)
+    data = bytearray(buffer.getvalue())
+    for offset, value in damage:  # flipped bytes anywhere, and maybe a cut-off tail
+        data[offset % len(data)] = value
+    data = bytes(data[: len(data) - cut * len(data) // 4])
+    image = assert_normalized_or_one_line_error(data, name=f"upload.{fmt.lower()}")
+    if image is not None or not data:
+        assert fmt in READ_FORMATS or not data
+
+
+@PROPERTY
+@given(st.binary(max_size=600))
+def test_property_random_bytes_are_refused_in_one_line(data):
+    assert_normalized_or_one_line_error(data)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_session():
+    """Ghostscript must never start, for any bytes: EPS input is refused before Pillow's EPS plugin sees it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: pytest.fail("Ghostscript was started"))
+        yield patch

@@ -259,3 +259,47 @@ def test_foreign_and_broken_files_get_one_line(tmp_path, saved):
     raw = json.dumps({"__metadata__": {"mnist_classifier": '{"architecture": "mlp", "x": ' + "9" * 5000 + "}"}}).encode()
     big_number.write_bytes(len(raw).to_bytes(8, "little") + raw)
     assert _one_line_error(big_number) == "model metadata is not valid JSON"
+
+
+# ---------------------------------------------------------------------------------------------- properties
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from mnist_classifier.models import REGISTRY  # noqa: E402
+from mnist_classifier.persist import validate_metadata  # noqa: E402
+
+JSON_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10, 5000), st.integers(), st.floats(), st.text(max_size=8))
+JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=10),
+                                                                  st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+                           max_leaves=20)
+OPTION_VALUES = st.one_of(JSON_VALUES, st.floats(0, 1), st.lists(st.integers(-2, 5000), max_size=10),
+                          st.lists(st.floats(-0.5, 1.5), max_size=10))
+MEMBER = st.fixed_dictionaries({"architecture": st.sampled_from(["mlp", "cnn-fast", "ensemble", "nope"])},
+                               optional={"config": st.dictionaries(st.sampled_from(["hidden_layers", "dropout",
+                                                                                    "channels"]), OPTION_VALUES)})
+
+
+def configs(name: str):
+    options = list(REGISTRY[name].config) + ["bogus"]
+    values = st.lists(MEMBER, max_size=10) if name == "ensemble" else OPTION_VALUES
+    return st.dictionaries(st.sampled_from(options), values, max_size=4)
+
+
+METADATA = st.one_of(
+    st.sampled_from(list(REGISTRY)).flatmap(lambda name: st.fixed_dictionaries(
+        {"architecture": st.just(name), "config": configs(name)},
+        optional={"format_version": st.one_of(st.just(1), JSON_SCALARS)})),
+    JSON_VALUES)
+
+
+@settings(max_examples=100, deadline=None)
+@given(METADATA)
+def test_property_metadata_gives_a_clean_error_or_a_buildable_model(meta):
+    try:
+        validated = validate_metadata(meta, "m.safetensors")
+    except ModelFileError as exc:
+        assert str(exc).startswith("m.safetensors: ") and "\n" not in str(exc) and len(str(exc)) < 400
+        return
+    with torch.device("meta"):  # builds without allocating: only whether it can be built is in question
+        model = build_model(validated["architecture"], **validated.get("config", {}))
+    assert sum(p.numel() for p in model.parameters()) < 2e8
