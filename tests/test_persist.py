@@ -162,7 +162,7 @@ HOSTILE = {
     "dropout_nan": (_meta("mlp", dropout=float("nan")), "mlp", "dropout must be in [0, 1), got nan"),
     "stem_flag": (_meta("cnn-fast", strided_stem="yes"), "cnn-fast", "strided_stem must be true or false, got 'yes'"),
     "config_list": ({"architecture": "mlp", "config": [1, 2]}, "mlp", "mlp config must be a mapping of options"),
-    "arch_number": ({"architecture": 7}, "mlp", "unknown architecture 7 (choose from mlp, mlp-bn, cnn"),
+    "arch_list": ({"architecture": ["mlp"]}, "mlp", "unknown architecture ['mlp'] (choose from mlp, mlp-bn, cnn"),
     "future_version": ({**_meta("mlp"), "format_version": 99}, "mlp",
                        "model format version 99 is not 1, the one this version of mnist-classifier reads"),
     "member_hidden_1e8": (_meta("ensemble", members=[{"architecture": "mlp", "config": {"hidden_layers": [10**8]}}]),
