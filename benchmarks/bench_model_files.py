@@ -38,6 +38,8 @@ mlp = weights("mlp")
 write("channels_abc.safetensors", meta("cnn-fast", channels="abc"), weights("cnn-fast"))
 write("hidden_1e6.safetensors", meta("mlp", hidden_layers=[1e6]), mlp)
 write("hidden_1e8.safetensors", meta("mlp", hidden_layers=[1e8]), mlp)
+write("hidden_int_1e6.safetensors", meta("mlp", hidden_layers=[10**6]), mlp)
+write("hidden_int_1e8.safetensors", meta("mlp", hidden_layers=[10**8]), mlp)
 write("all_nan.safetensors", meta("cnn-fast"), {k: v.fill_(float("nan")) if v.is_floating_point() else v
                                                 for k, v in weights("cnn-fast").items()})
 write("float64.safetensors", meta("mlp"), {k: v.double() for k, v in mlp.items()})
