@@ -114,7 +114,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise ModelFileError(f"{path}: weights contain NaN or infinite values (tensor {key})")
     model = build_model(name, **config)
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # the checks above leave nothing for this to find; should it, still one line
+        raise ModelFileError(f"{path}: weights do not match architecture {name!r} ({_first_line(exc)})") from None
     model.to(device).eval()
     return LoadedModel(model, meta, path)
 

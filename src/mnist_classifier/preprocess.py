@@ -123,18 +123,7 @@ def decode_image_scaled(source, name: str | None = None, max_side: int = WORK_SI
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             # Said of the installation, not the file: without defusedxml, Pillow skips XMP (EXIF is read).
             warnings.filterwarnings("ignore", "XMP data cannot be read", UserWarning)
-            with _open(source, label) as img:
-                _check_image(img, label)
-                declared_width = img.size[0]
-                if img.format in ("JPEG", "MPO"):
-                    # Decoding a 1000x1000 JPEG at 1/4 scale skips most of the inverse DCT work, and asking
-                    # for "L" returns the luma channel as stored (the same 601 weights as _luminance) without
-                    # colour conversion. CMYK JPEGs keep their mode.
-                    img.draft("L" if img.mode in ("L", "RGB") else None, (DRAFT_SIDE, DRAFT_SIDE))
-                _check_budget(img, label, budget)
-                draft_ratio = declared_width / img.size[0]
-                orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
-                gray, factor = _pil_to_gray(img, label, max_side, orientation)
+            gray, scale = _decode_file(source, label, max_side, budget)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -143,7 +132,24 @@ def decode_image_scaled(source, name: str | None = None, max_side: int = WORK_SI
         raise ImageError(f"{label}: cannot read image (Pillow warns: {_first_line(warning)})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{label}: truncated or corrupt image data ({_first_line(exc)})") from None
-    return _reduce_scaled(gray, max_side, gray.shape[1] * factor * draft_ratio)
+    return _reduce_scaled(gray, max_side, gray.shape[1] * scale)
+
+
+def _decode_file(source, label: str, max_side: int, budget: int) -> tuple[np.ndarray, float]:
+    """Path or bytes -> (gray, original pixels per pixel of gray); nothing is decoded over the budget."""
+    with _open(source, label) as img:
+        _check_image(img, label)
+        declared_width = img.size[0]
+        if img.format in ("JPEG", "MPO"):
+            # Decoding a 1000x1000 JPEG at 1/4 scale skips most of the inverse DCT work, and asking
+            # for "L" returns the luma channel as stored (the same 601 weights as _luminance) without
+            # colour conversion. CMYK JPEGs keep their mode.
+            img.draft("L" if img.mode in ("L", "RGB") else None, (DRAFT_SIDE, DRAFT_SIDE))
+        _check_budget(img, label, budget)
+        draft_ratio = declared_width / img.size[0]
+        orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+        gray, factor = _pil_to_gray(img, label, max_side, orientation)
+    return gray, factor * draft_ratio
 
 
 def _reduce_scaled(gray: np.ndarray, max_side: int, original_width: float) -> tuple[np.ndarray, float]:
