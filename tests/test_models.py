@@ -48,7 +48,7 @@ def test_options_override_defaults():
     ("mlp", {"hidden_layers": []}, "hidden_layers must be a non-empty list"),
     ("mlp", {"hidden_layers": [64, 0]}, "hidden_layers must be a non-empty list"),
     ("mlp", {"dropout": 1.5}, r"dropout must be in \[0, 1\)"),
-    ("cnn", {"channels": [8, 16]}, "cnn needs 3 positive channel widths"),
+    ("cnn", {"channels": [8, 16]}, "channels must be a list of 3 whole numbers from 1 to 512, got \\[8, 16\\]"),
     ("cnn", {"depth": 3}, "cnn has no option depth"),
 ])
 def test_nonsense_options_are_rejected(name, options, message):

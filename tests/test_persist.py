@@ -1,10 +1,12 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
+from mnist_classifier import persist
 from mnist_classifier.errors import ModelFileError
 from mnist_classifier.inference import predict_proba
 from mnist_classifier.persist import load_model, read_metadata, save_model
@@ -130,3 +132,174 @@ def test_combine_needs_two_models_and_no_nested_ensembles(tmp_path, saved, capsy
     with pytest.raises(Exception, match="none of them an ensemble"):
         build_model("ensemble", members=[{"architecture": "ensemble"}])
     assert not (tmp_path / "x.safetensors").exists()
+
+
+# ---------------------------------------------------------------------------------------------- hostile files
+
+def write_model_file(path, meta, tensors) -> str:
+    save_file(tensors, str(path), metadata={"mnist_classifier": json.dumps(meta)})
+    return str(path)
+
+
+def _weights(arch: str, dtype=torch.float32, fill=None, **config) -> dict:
+    torch.manual_seed(0)
+    state = {k: v.detach().clone() for k, v in build_model(arch, **config).state_dict().items()}
+    return {k: (v.fill_(fill) if fill is not None and v.is_floating_point() else v).to(
+        dtype if v.is_floating_point() else v.dtype).contiguous() for k, v in state.items()}
+
+
+def _meta(arch, **config):
+    return {"format_version": 1, "architecture": arch, "config": config}
+
+
+HOSTILE = {
+    "channels_text": (_meta("cnn-fast", channels="abc"), "cnn-fast",
+                      "channels must be a list of 3 whole numbers from 1 to 512, got 'abc'"),
+    "hidden_1e6": (_meta("mlp", hidden_layers=[1e6]), "mlp",
+                   "hidden_layers must be a non-empty list of at most 8 whole numbers from 1 to 4096, got [1000000.0]"),
+    "hidden_1e8": (_meta("mlp", hidden_layers=[10**8]), "mlp",
+                   "hidden_layers must be a non-empty list of at most 8 whole numbers from 1 to 4096, got [100000000]"),
+    "dropout_nan": (_meta("mlp", dropout=float("nan")), "mlp", "dropout must be in [0, 1), got nan"),
+    "stem_flag": (_meta("cnn-fast", strided_stem="yes"), "cnn-fast", "strided_stem must be true or false, got 'yes'"),
+    "config_list": ({"architecture": "mlp", "config": [1, 2]}, "mlp", "mlp config must be a mapping of options"),
+    "arch_list": ({"architecture": ["mlp"]}, "mlp", "unknown architecture ['mlp'] (choose from mlp, mlp-bn, cnn"),
+    "future_version": ({**_meta("mlp"), "format_version": 99}, "mlp",
+                       "model format version 99 is not 1, the one this version of mnist-classifier reads"),
+    "member_hidden_1e8": (_meta("ensemble", members=[{"architecture": "mlp", "config": {"hidden_layers": [10**8]}}]),
+                          "mlp", "members[0]: hidden_layers must be a non-empty list of at most 8 whole numbers"),
+    "members_many": (_meta("ensemble", members=[{"architecture": "mlp"}] * 100), "mlp",
+                     "an ensemble needs a list of 1 to 8 members"),
+    "members_nested": (_meta("ensemble", members=[{"architecture": "ensemble"}]), "mlp",
+                       "an ensemble needs a list of 1 to 8 members, each {'architecture': NAME, 'config': {...}}, "
+                       "none of them an ensemble, got [{'architecture': 'ensemble'}]"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_metadata_is_validated_before_anything_is_built(tmp_path, monkeypatch, case):
+    meta, weights_of, message = HOSTILE[case]
+    path = write_model_file(tmp_path / f"{case}.safetensors", meta, _weights(weights_of))
+    monkeypatch.setattr(torch.nn.Module, "__init__", lambda self: pytest.fail("a module was built"))
+    with pytest.raises(ModelFileError) as info:
+        load_model(path)
+    assert str(info.value).startswith(f"{path}: {message}")
+    assert "\n" not in str(info.value)
+
+
+def _one_line_error(path) -> str:
+    with pytest.raises(ModelFileError) as info:
+        load_model(path)
+    text = str(info.value)
+    assert "\n" not in text and text.startswith(f"{path}: ")
+    return text[len(f"{path}: "):]
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    nan = write_model_file(tmp_path / "nan.safetensors", _meta("cnn-fast"), _weights("cnn-fast", fill=float("nan")))
+    assert _one_line_error(nan) == "weights contain NaN or infinite values (tensor net.1.weight)"
+    weights = _weights("mlp")
+    weights["net.5.bias"][3] = float("inf")
+    inf = write_model_file(tmp_path / "inf.safetensors", _meta("mlp"), weights)
+    assert _one_line_error(inf) == "weights contain NaN or infinite values (tensor net.5.bias)"
+
+
+def _header_only(safe_open):
+    """safe_open whose files refuse to hand out tensor data: the checks must need the header alone."""
+    class HeaderOnly:
+        def __init__(self, *args, **kwargs):
+            self.file = safe_open(*args, **kwargs)
+
+        def __enter__(self):
+            self.inner = self.file.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.file.__exit__(*exc)
+
+        def __getattr__(self, name):
+            if name == "get_tensor":
+                pytest.fail("a tensor was read")
+            return getattr(self.inner, name)
+
+    return HeaderOnly
+
+
+def test_tensors_are_checked_against_the_architecture_from_the_header(tmp_path, monkeypatch):
+    doubles = write_model_file(tmp_path / "f64.safetensors", _meta("mlp"), _weights("mlp", dtype=torch.float64))
+    wider = write_model_file(tmp_path / "wide.safetensors", _meta("mlp", hidden_layers=[64]),
+                             _weights("mlp", hidden_layers=[4096]))
+    extra = write_model_file(tmp_path / "extra.safetensors", _meta("mlp"), {**_weights("mlp"), "x": torch.zeros(2)})
+    fewer = _weights("mlp")
+    del fewer["net.2.weight"]
+    missing = write_model_file(tmp_path / "missing.safetensors", _meta("mlp"), fewer)
+    monkeypatch.setattr(persist, "safe_open", _header_only(persist.safe_open))
+    assert _one_line_error(doubles) == ("weights do not match architecture 'mlp' "
+                                        "(tensor net.2.weight is F64 [128, 784], expected F32 [128, 784])")
+    assert _one_line_error(wider) == ("weights do not match architecture 'mlp' "
+                                      "(tensor net.2.weight is F32 [4096, 784], expected F32 [64, 784])")
+    assert _one_line_error(extra) == "weights do not match architecture 'mlp' (unexpected tensor x)"
+    assert _one_line_error(missing) == "weights do not match architecture 'mlp' (missing tensor net.2.weight)"
+
+
+def test_foreign_and_broken_files_get_one_line(tmp_path, saved):
+    _, good = saved
+    pickled = tmp_path / "pickled.safetensors"
+    torch.save({"w": torch.zeros(3)}, pickled)  # what torch.save writes: a zip holding a pickle, never loaded
+    assert _one_line_error(pickled).startswith("not a readable safetensors model file (its header would be")
+    data = good.read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(data[: len(data) - 100])
+    assert _one_line_error(cut).startswith("not a readable safetensors model file (")
+    deep = write_model_file(tmp_path / "deep.safetensors", _meta("mlp"), {})
+    header = {"__metadata__": {"mnist_classifier": "[" * 100_000 + "]" * 100_000}}
+    raw = json.dumps(header).encode()
+    Path(deep).write_bytes(len(raw).to_bytes(8, "little") + raw)
+    assert _one_line_error(deep) == "model metadata is not valid JSON"
+    big_number = tmp_path / "number.safetensors"
+    raw = json.dumps({"__metadata__": {"mnist_classifier": '{"architecture": "mlp", "x": ' + "9" * 5000 + "}"}}).encode()
+    big_number.write_bytes(len(raw).to_bytes(8, "little") + raw)
+    assert _one_line_error(big_number) == "model metadata is not valid JSON"
+
+
+# ---------------------------------------------------------------------------------------------- properties
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from mnist_classifier.models import REGISTRY  # noqa: E402
+from mnist_classifier.persist import validate_metadata  # noqa: E402
+
+JSON_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10, 5000), st.integers(), st.floats(), st.text(max_size=8))
+JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=10),
+                                                                  st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+                           max_leaves=20)
+OPTION_VALUES = st.one_of(JSON_VALUES, st.floats(0, 1), st.lists(st.integers(-2, 5000), max_size=10),
+                          st.lists(st.floats(-0.5, 1.5), max_size=10))
+MEMBER = st.fixed_dictionaries({"architecture": st.sampled_from(["mlp", "cnn-fast", "ensemble", "nope"])},
+                               optional={"config": st.dictionaries(st.sampled_from(["hidden_layers", "dropout",
+                                                                                    "channels"]), OPTION_VALUES)})
+
+
+def configs(name: str):
+    options = list(REGISTRY[name].config) + ["bogus"]
+    values = st.lists(MEMBER, max_size=10) if name == "ensemble" else OPTION_VALUES
+    return st.dictionaries(st.sampled_from(options), values, max_size=4)
+
+
+METADATA = st.one_of(
+    st.sampled_from(list(REGISTRY)).flatmap(lambda name: st.fixed_dictionaries(
+        {"architecture": st.just(name), "config": configs(name)},
+        optional={"format_version": st.one_of(st.just(1), JSON_SCALARS)})),
+    JSON_VALUES)
+
+
+@settings(max_examples=100, deadline=None)
+@given(METADATA)
+def test_property_metadata_gives_a_clean_error_or_a_buildable_model(meta):
+    try:
+        validated = validate_metadata(meta, "m.safetensors")
+    except ModelFileError as exc:
+        assert str(exc).startswith("m.safetensors: ") and "\n" not in str(exc) and len(str(exc)) < 400
+        return
+    with torch.device("meta"):  # builds without allocating: only whether it can be built is in question
+        model = build_model(validated["architecture"], **validated.get("config", {}))
+    assert sum(p.numel() for p in model.parameters()) < 2e8

@@ -30,8 +30,6 @@ class MLP(nn.Module):
 
     def __init__(self, hidden_layers=(128, 64), dropout: float = 0.2):
         super().__init__()
-        _check_layers(hidden_layers)
-        _check_dropout(dropout)
         layers: list[nn.Module] = [Standardize(), nn.Flatten()]
         width = 28 * 28
         for size in hidden_layers:
@@ -49,13 +47,11 @@ class MLPBatchNorm(nn.Module):
 
     def __init__(self, hidden_layers=(512, 256, 128), dropouts=(0.3, 0.2, 0.0)):
         super().__init__()
-        _check_layers(hidden_layers)
         if len(dropouts) != len(hidden_layers):
             raise ConfigError(f"dropouts has {len(dropouts)} values but there are {len(hidden_layers)} hidden layers")
         layers: list[nn.Module] = [Standardize(), nn.Flatten()]
         width = 28 * 28
         for i, (size, rate) in enumerate(zip(hidden_layers, dropouts)):
-            _check_dropout(rate)
             last = i == len(hidden_layers) - 1  # the seed's last hidden layer has no BN and no dropout
             layers.append(nn.Linear(width, size))
             layers += [nn.ReLU()] if last else [nn.BatchNorm1d(size), nn.ReLU(), nn.Dropout(rate)]
@@ -84,9 +80,6 @@ class DigitCNN(nn.Module):
 
     def __init__(self, channels=(16, 32, 64), convs=(1, 1, 1), dropout: float = 0.1, strided_stem: bool = False):
         super().__init__()
-        if len(channels) != 3 or len(convs) != 3 or min(channels) < 1 or min(convs) < 1:
-            raise ConfigError(f"cnn needs 3 positive channel widths and 3 positive conv counts, got {channels}, {convs}")
-        _check_dropout(dropout)
         layers: list[nn.Module] = [Standardize()]
         width = 1
         if strided_stem:
@@ -121,23 +114,84 @@ class Ensemble(nn.Module):
     def __init__(self, members=None):
         super().__init__()
         members = members if members is not None else [{"architecture": "cnn"}, {"architecture": "cnn"}]
-        if not members or any(not isinstance(m, dict) or m.get("architecture") == "ensemble" for m in members):
-            raise ConfigError("an ensemble needs a list of members, each {'architecture': NAME, 'config': {...}}, "
-                              "none of them an ensemble")
         self.members = nn.ModuleList(build_model(m["architecture"], **m.get("config", {})) for m in members)
 
     def forward(self, x):
         return torch.stack([torch.log_softmax(member(x), dim=1) for member in self.members]).mean(0)
 
 
-def _check_layers(hidden_layers) -> None:
-    if not hidden_layers or any(int(n) < 1 for n in hidden_layers):
-        raise ConfigError(f"hidden_layers must be a non-empty list of positive sizes, got {list(hidden_layers)}")
+# ---------------------------------------------------------------------------------------------- options
+
+# Bounds on what a constructor may be asked for. A model file's config is checked against them before
+# anything is built, so a file cannot make the loader allocate more than a real model of that size.
+MAX_WIDTH = 4096    # units in one hidden layer (the seeds use at most 512)
+MAX_LAYERS = 8      # hidden layers of an MLP
+MAX_CHANNELS = 512  # channels of one CNN stage (the presets use at most 64)
+MAX_CONVS = 4       # convolutions in one CNN stage
+MAX_MEMBERS = 8     # models in one ensemble
 
 
-def _check_dropout(rate: float) -> None:
-    if not 0.0 <= rate < 1.0:
-        raise ConfigError(f"dropout must be in [0, 1), got {rate}")
+@dataclass(frozen=True)
+class Option:
+    """What one constructor option may be: a whole number, a number or a flag within bounds, or a list of
+    them whose length is bounded too (``items``: the fewest and most)."""
+
+    kind: type  # int, float or bool
+    low: float = 0
+    high: float = 0
+    high_open: bool = False  # the range is [low, high) rather than [low, high]
+    items: tuple[int, int] | None = None
+
+    def check(self, name: str, value) -> None:
+        values = value if self.items else [value]
+        fits = isinstance(values, (list, tuple)) and all(self._fits(v) for v in values)
+        if self.items and fits:
+            fits = self.items[0] <= len(values) <= self.items[1]
+        if not fits:
+            raise ConfigError(f"{name} must be {self.description()}, got {_short(value)}")
+
+    def _fits(self, v) -> bool:
+        if self.kind is bool:
+            return isinstance(v, bool)
+        if isinstance(v, bool) or not isinstance(v, int if self.kind is int else (int, float)):
+            return False
+        return self.low <= v < self.high if self.high_open else self.low <= v <= self.high
+
+    def description(self) -> str:
+        if self.kind is bool:
+            what = "true or false"
+        elif self.kind is int:
+            what = f"whole number from {self.low} to {self.high}"
+        else:
+            what = f"in [{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if not self.items:
+            return what if self.kind is not int else f"a {what}"
+        fewest, most = self.items
+        count = f"a list of {most}" if fewest == most else f"a non-empty list of at most {most}"
+        return f"{count} {what.replace('whole number', 'whole numbers') if self.kind is int else 'numbers ' + what}"
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_members(name: str, members) -> None:
+    """An ensemble's members: a bounded list of {"architecture": NAME, "config": {...}}, no ensembles."""
+    shape_ok = (isinstance(members, list) and 1 <= len(members) <= MAX_MEMBERS
+                and all(isinstance(m, dict) and set(m) <= {"architecture", "config"} for m in members))
+    if not shape_ok or any(m.get("architecture") == "ensemble" for m in members):
+        raise ConfigError(f"an ensemble needs a list of 1 to {MAX_MEMBERS} members, each {{'architecture': NAME, "
+                          f"'config': {{...}}}}, none of them an ensemble, got {_short(members)}")
+    for i, member in enumerate(members):
+        try:
+            check_config(member.get("architecture"), member.get("config", {}))
+        except ConfigError as exc:
+            raise ConfigError(f"{name}[{i}]: {exc}") from None
+
+
+DROPOUT = Option(float, 0.0, 1.0, high_open=True)
+HIDDEN_LAYERS = Option(int, 1, MAX_WIDTH, items=(1, MAX_LAYERS))
 
 
 @dataclass(frozen=True)
@@ -147,33 +201,42 @@ class Architecture:
     name: str
     builder: Callable[..., nn.Module]
     config: dict  # constructor keyword arguments (overridable)
+    options: dict  # option name -> its Option (or a checking function), checked before building
     training: dict  # TrainConfig fields this architecture is tuned for (overridable)
     description: str = ""
     channels_last: bool = field(default=False)  # conv nets run ~1.5-2x faster on CPU in NHWC
 
 
+CNN_OPTIONS = {"channels": Option(int, 1, MAX_CHANNELS, items=(3, 3)), "convs": Option(int, 1, MAX_CONVS, items=(3, 3)),
+               "dropout": DROPOUT, "strided_stem": Option(bool)}
+
 REGISTRY: dict[str, Architecture] = {
     a.name: a for a in [
         Architecture("mlp", MLP, {"hidden_layers": [128, 64], "dropout": 0.2},
+                     {"hidden_layers": HIDDEN_LAYERS, "dropout": DROPOUT},
                      {"epochs": 10, "batch_size": 32, "lr": 1e-3, "schedule": "constant", "augment": False},
                      "seed 000: 784-128-64-10 MLP with dropout"),
         Architecture("mlp-bn", MLPBatchNorm, {"hidden_layers": [512, 256, 128], "dropouts": [0.3, 0.2, 0.0]},
+                     {"hidden_layers": HIDDEN_LAYERS, "dropouts": Option(float, 0.0, 1.0, True, (1, MAX_LAYERS))},
                      {"epochs": 15, "batch_size": 128, "lr": 1e-3, "schedule": "plateau", "augment": False},
                      "seed 001: 512-256-128 MLP with batch norm and dropout"),
         Architecture("cnn", DigitCNN,
                      {"channels": [16, 32, 64], "convs": [1, 1, 1], "dropout": 0.1, "strided_stem": False},
+                     CNN_OPTIONS,
                      # All 60k digits and a fixed one-cycle schedule: no validation split, so no early stopping.
                      {"epochs": 15, "batch_size": 128, "lr": 3e-3, "schedule": "onecycle", "augment": True,
                       "label_smoothing": 0.05, "validation_split": 0.0},
                      "our default CNN, tuned for accuracy per CPU-second", channels_last=True),
         Architecture("cnn-fast", DigitCNN,
                      {"channels": [16, 32, 48], "convs": [1, 1, 1], "dropout": 0.0, "strided_stem": True},
+                     CNN_OPTIONS,
                      # Batch 384: fewer optimizer steps per epoch (per-step overhead is a third of the time
                      # on 2 cores) with a one-cycle peak LR raised to match.
                      {"epochs": 2, "batch_size": 384, "lr": 8e-3, "schedule": "onecycle", "augment": False,
                       "validation_split": 0.0},
                      "the fastest path to 99%: a strided-stem CNN trained for two epochs", channels_last=True),
         Architecture("ensemble", Ensemble, {"members": [{"architecture": "cnn"}, {"architecture": "cnn"}]},
+                     {"members": _check_members},
                      # Trained as one model, the members learn alike; `combine` joins separately trained ones.
                      {"epochs": 15, "batch_size": 128, "lr": 3e-3, "schedule": "onecycle", "augment": True,
                       "label_smoothing": 0.05, "validation_split": 0.0},
@@ -185,17 +248,31 @@ REGISTRY: dict[str, Architecture] = {
 def architecture(name: str) -> Architecture:
     try:
         return REGISTRY[name]
-    except KeyError:
-        raise ConfigError(f"unknown architecture {name!r} (choose from {', '.join(REGISTRY)})") from None
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown architecture {_short(name)} (choose from {', '.join(REGISTRY)})") from None
+
+
+def check_config(name: str, overrides) -> dict:
+    """The full config of architecture ``name`` with ``overrides``, every option checked against its
+    bounds; raises ConfigError (one line) before anything is built."""
+    arch = architecture(name)
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{name} config must be a mapping of options, got {_short(overrides)}")
+    unknown = set(overrides) - set(arch.config)
+    if unknown:
+        raise ConfigError(f"{name} has no option {', '.join(sorted(map(str, unknown)))[:60]} "
+                          f"(options: {', '.join(arch.config)})")
+    config = {**arch.config, **overrides}
+    for option, value in config.items():
+        check = arch.options[option]
+        (check.check if isinstance(check, Option) else check)(option, value)
+    return config
 
 
 def build_model(name: str, **overrides) -> nn.Module:
     """Build a registered architecture; keyword arguments override its default config."""
     arch = architecture(name)
-    unknown = set(overrides) - set(arch.config)
-    if unknown:
-        raise ConfigError(f"{name} has no option {', '.join(sorted(unknown))} (options: {', '.join(arch.config)})")
-    model = arch.builder(**{**arch.config, **overrides})
+    model = arch.builder(**check_config(name, overrides))
     return model.to(memory_format=torch.channels_last) if arch.channels_last else model
 
 

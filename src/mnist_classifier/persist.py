@@ -20,10 +20,14 @@ from safetensors.torch import save_file
 from . import __version__
 from .atomic import atomic_path
 from .errors import ConfigError, ModelFileError
-from .models import build_model
+from .models import build_model, check_config
 
 METADATA_KEY = "mnist_classifier"
 FORMAT_VERSION = 1
+# A model file's header holds the tensor list and our metadata (config, metrics, a training history):
+# kilobytes. Anything far larger is not one of ours, and parsing it would cost memory in proportion.
+MAX_HEADER_BYTES = 1 << 22
+_DTYPE_NAMES = {torch.float32: "F32", torch.int64: "I64"}  # safetensors' names of the dtypes models hold
 
 
 @dataclass
@@ -53,10 +57,11 @@ def save_model(path: str | os.PathLike, model: torch.nn.Module, architecture: st
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
-    """Our JSON metadata from a model file, validating that the file is a model file of ours."""
+    """Our JSON metadata from a model file, validated (validate_metadata) before anything else is read."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found")
+    _check_header_size(path)
     try:
         with safe_open(str(path), framework="pt") as fh:
             header = fh.metadata() or {}
@@ -66,30 +71,86 @@ def read_metadata(path: str | os.PathLike) -> dict:
         raise ModelFileError(f"{path}: a safetensors file, but not an mnist-classifier model (no {METADATA_KEY} metadata)")
     try:
         meta = json.loads(header[METADATA_KEY])
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # also numbers of thousands of digits, and nesting thousands deep
         raise ModelFileError(f"{path}: model metadata is not valid JSON") from None
+    return validate_metadata(meta, path)
+
+
+def validate_metadata(meta, path: str | os.PathLike) -> dict:
+    """The metadata's schema: a mapping with this format version, a registered architecture, and a config
+    whose every option is of the right type and within the architecture's bounds (models.check_config;
+    an ensemble's members each likewise). One-line ModelFileError naming the file otherwise."""
     if not isinstance(meta, dict) or "architecture" not in meta:
         raise ModelFileError(f"{path}: model metadata has no architecture")
+    version = meta.get("format_version", FORMAT_VERSION)
+    if version != FORMAT_VERSION or isinstance(version, bool):
+        raise ModelFileError(f"{path}: model format version {_short(version)} is not {FORMAT_VERSION}, the one "
+                             f"this version of mnist-classifier reads")
+    try:
+        check_config(meta["architecture"], meta.get("config", {}))
+    except ConfigError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
     return meta
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild the architecture named in the file and load its weights (never unpickling anything)."""
+    """Rebuild the architecture named in the file and load its weights (never unpickling anything).
+
+    In this order, so that a bad file costs next to nothing: the metadata is validated; the tensors the
+    file lists (names, dtypes, shapes, from its header) are compared with those of the architecture; the
+    weights are read and must be finite; only then is the model built.
+    """
     path = Path(path)
     meta = read_metadata(path)
-    try:
-        model = build_model(meta["architecture"], **meta.get("config", {}))
-    except ConfigError as exc:
-        raise ModelFileError(f"{path}: {exc}") from None
+    name, config = meta["architecture"], meta.get("config", {})
     try:
         with safe_open(str(path), framework="pt") as fh:
+            _check_tensors(fh, name, config, path)
             state = {k: fh.get_tensor(k) for k in fh.keys()}
-        model.load_state_dict(state, strict=True)
     except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
-        raise ModelFileError(f"{path}: weights do not match architecture {meta['architecture']!r} "
+        raise ModelFileError(f"{path}: weights do not match architecture {name!r} "
                              f"or are corrupt ({_first_line(exc)})") from None
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ModelFileError(f"{path}: weights contain NaN or infinite values (tensor {key})")
+    model = build_model(name, **config)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # the checks above leave nothing for this to find; should it, still one line
+        raise ModelFileError(f"{path}: weights do not match architecture {name!r} ({_first_line(exc)})") from None
     model.to(device).eval()
     return LoadedModel(model, meta, path)
+
+
+def _check_header_size(path: Path) -> None:
+    """Refuse a header too large for a model file of ours before safetensors parses it."""
+    with open(path, "rb") as fh:
+        prefix = fh.read(8)
+    size = int.from_bytes(prefix, "little") if len(prefix) == 8 else 0
+    if size > MAX_HEADER_BYTES:
+        raise ModelFileError(f"{path}: not a readable safetensors model file (its header would be {size} bytes, "
+                             f"over the {MAX_HEADER_BYTES} a model file's header may have)")
+
+
+def _check_tensors(fh, name: str, config: dict, path: Path) -> None:
+    """The file's tensors against the architecture's: same names, dtypes and shapes, read from the header
+    only. The expected ones come from the model built on the meta device, which allocates nothing."""
+    with torch.device("meta"):
+        expected = {k: (_DTYPE_NAMES.get(v.dtype, str(v.dtype)), list(v.shape))
+                    for k, v in build_model(name, **config).state_dict().items()}
+    found = {k: (fh.get_slice(k).get_dtype(), list(fh.get_slice(k).get_shape())) for k in fh.keys()}
+    problem = None
+    if set(found) - set(expected):
+        problem = f"unexpected tensor {_short(sorted(set(found) - set(expected))[0])}"
+    elif set(expected) - set(found):
+        problem = f"missing tensor {sorted(set(expected) - set(found))[0]}"
+    else:
+        wrong = next((k for k in expected if found[k] != expected[k]), None)
+        if wrong:
+            problem = (f"tensor {wrong} is {found[wrong][0]} {found[wrong][1]}, "
+                       f"expected {expected[wrong][0]} {expected[wrong][1]}")
+    if problem:
+        raise ModelFileError(f"{path}: weights do not match architecture {name!r} ({_short(problem, 160)})")
 
 
 def combine_models(paths, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict, dict]:
@@ -115,4 +176,9 @@ def pretrained_path() -> Path:
 
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return _short(text[0], 200) if text else type(exc).__name__
+
+
+def _short(value, limit: int = 60) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -23,7 +23,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
 from .errors import ImageError
@@ -43,7 +43,19 @@ SPECK_FRACTION = 0.05  # ink blobs lighter than 5% of the largest blob's ink are
 
 _EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
 
-IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "bmp", "tif", "tiff", "gif", "webp")
+# The formats this package reads, each with the file names that mark it: the one list behind Image.open's
+# ``formats=`` (no other Pillow plugin ever sees an input), the folder scanner and the README. EPS, PS and
+# PDF are never among them: Pillow hands EPS to Ghostscript, which no uploaded file may reach.
+READ_FORMATS = {"PNG": ("png",), "JPEG": ("jpg", "jpeg"), "BMP": ("bmp",), "TIFF": ("tif", "tiff"),
+                "GIF": ("gif",), "WEBP": ("webp",)}
+IMAGE_EXTENSIONS = tuple(ext for names in READ_FORMATS.values() for ext in names)
+
+# The pixel budget: most pixels one image may have once decoded. A JPEG is decoded at 1/2 .. 1/8 scale
+# (draft mode), so only its reduced size counts; the other formats cannot be decoded at reduced scale and
+# are decoded whole, then reduced in their own compact mode (about 8 bytes a pixel at the peak, for RGBA).
+# The default keeps one image within about 300 MB of decoding memory; set MAX_PIXELS_ENV to change it.
+MAX_PIXELS = 36_000_000
+MAX_PIXELS_ENV = "MNIST_CLASSIFIER_MAX_PIXELS"
 
 # A truncated file is an error for us, never a silently half-grey digit.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -64,18 +76,35 @@ def source_name(source, name: str | None = None) -> str:
     return "<array>"
 
 
-def decode_image(source, name: str | None = None, max_side: int = WORK_SIDE) -> np.ndarray:
+def max_pixels() -> int:
+    """The pixel budget in force: the MAX_PIXELS_ENV environment variable if set, else MAX_PIXELS."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return MAX_PIXELS
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ImageError(f"{MAX_PIXELS_ENV}={text!r} is not a positive whole number of pixels")
+    return value
+
+
+def decode_image(source, name: str | None = None, max_side: int = WORK_SIDE,
+                 pixel_budget: int | None = None) -> np.ndarray:
     """Decode a path, bytes, PIL image or numpy array to grayscale float32 (H, W) in [0, 1] (1 = white)."""
-    return decode_image_scaled(source, name, max_side)[0]
+    return decode_image_scaled(source, name, max_side, pixel_budget)[0]
 
 
-def decode_image_scaled(source, name: str | None = None, max_side: int = WORK_SIDE) -> tuple[np.ndarray, float]:
+def decode_image_scaled(source, name: str | None = None, max_side: int = WORK_SIDE,
+                        pixel_budget: int | None = None) -> tuple[np.ndarray, float]:
     """Decode; also return how many original pixels one decoded pixel spans (for boxes in numbers).
 
     Decode a path, bytes, PIL image or numpy array to grayscale float32 (H, W) in [0, 1] (1 = white).
 
     EXIF orientation is applied, transparency is composited onto a background that keeps the strokes
     visible, and images larger than ``max_side`` are reduced (area-averaged) so later steps stay fast.
+    A file is refused when it would decode to more than ``pixel_budget`` pixels (default: max_pixels()).
     Raises ImageError with one line naming the input for anything that is not a usable image.
     """
     label = source_name(source, name)
@@ -83,30 +112,47 @@ def decode_image_scaled(source, name: str | None = None, max_side: int = WORK_SI
         gray = _array_to_gray(source, label)
         return _reduce_scaled(gray, max_side, gray.shape[1])
     if isinstance(source, Image.Image):
-        gray = _pil_to_gray(source, label)
-        return _reduce_scaled(gray, max_side, gray.shape[1])
+        gray, factor = _pil_to_gray(source, label, max_side)
+        return _reduce_scaled(gray, max_side, gray.shape[1] * factor)
+    budget = pixel_budget or max_pixels()
     try:
-        with _open(source, label) as img:
-            _check_image(img, label)
-            full_width = img.size[0]
-            if img.format == "JPEG":
-                # Decoding a 1000x1000 JPEG at 1/4 scale skips most of the inverse DCT work, and asking
-                # for "L" returns the luma channel as stored (the same 601 weights as _luminance) without
-                # colour conversion. CMYK JPEGs keep their mode.
-                img.draft("L" if img.mode in ("L", "RGB") else None, (DRAFT_SIDE, DRAFT_SIDE))
-            draft_ratio = full_width / img.size[0]
-            ImageOps.exif_transpose(img, in_place=True)
-            gray = _pil_to_gray(img, label)
+        with warnings.catch_warnings():
+            # What Pillow warns about (corrupt EXIF, odd chunks, ...) is this file's error, not a stray
+            # line on stderr. Its decompression-bomb warning is not needed: _check_image refuses all of it.
+            warnings.simplefilter("error", UserWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Said of the installation, not the file: without defusedxml, Pillow skips XMP (EXIF is read).
+            warnings.filterwarnings("ignore", "XMP data cannot be read", UserWarning)
+            gray, scale = _decode_file(source, label, max_side, budget)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
         raise ImageError(_too_large(label, exc)) from None
+    except UserWarning as warning:
+        raise ImageError(f"{label}: cannot read image (Pillow warns: {_first_line(warning)})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{label}: truncated or corrupt image data ({_first_line(exc)})") from None
-    return _reduce_scaled(gray, max_side, gray.shape[1] * draft_ratio)
+    return _reduce_scaled(gray, max_side, gray.shape[1] * scale)
 
 
-def _reduce_scaled(gray: np.ndarray, max_side: int, original_width: int) -> tuple[np.ndarray, float]:
+def _decode_file(source, label: str, max_side: int, budget: int) -> tuple[np.ndarray, float]:
+    """Path or bytes -> (gray, original pixels per pixel of gray); nothing is decoded over the budget."""
+    with _open(source, label) as img:
+        _check_image(img, label)
+        declared_width = img.size[0]
+        if img.format in ("JPEG", "MPO"):
+            # Decoding a 1000x1000 JPEG at 1/4 scale skips most of the inverse DCT work, and asking
+            # for "L" returns the luma channel as stored (the same 601 weights as _luminance) without
+            # colour conversion. CMYK JPEGs keep their mode.
+            img.draft("L" if img.mode in ("L", "RGB") else None, (DRAFT_SIDE, DRAFT_SIDE))
+        _check_budget(img, label, budget)
+        draft_ratio = declared_width / img.size[0]
+        orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+        gray, factor = _pil_to_gray(img, label, max_side, orientation)
+    return gray, factor * draft_ratio
+
+
+def _reduce_scaled(gray: np.ndarray, max_side: int, original_width: float) -> tuple[np.ndarray, float]:
     reduced = _reduce(gray, max_side)
     return reduced, original_width / reduced.shape[1]
 
@@ -122,12 +168,13 @@ def _open(source, label: str) -> Image.Image:
         raise ImageError(f"{label}: unsupported input type {type(source).__name__} "
                          "(expected a path, bytes, a PIL image or a numpy array)")
     try:
-        with warnings.catch_warnings():
-            # Pillow only warns between 1x and 2x its pixel limit; we refuse all of it (_check_image).
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(fh)
+        return Image.open(fh, formats=list(READ_FORMATS))
     except UnidentifiedImageError:
+        other = _foreign_format(fh, label)
         fh.close()
+        if other:
+            raise ImageError(f"{label}: unsupported format {other} (readable formats: "
+                             f"{', '.join(READ_FORMATS)})") from None
         raise ImageError(f"{label}: not an image (unrecognised file format)") from None
     except Image.DecompressionBombError as exc:
         fh.close()
@@ -135,6 +182,29 @@ def _open(source, label: str) -> Image.Image:
     except BaseException:
         fh.close()
         raise
+
+
+def _foreign_format(fh, label: str) -> str | None:
+    """The Pillow format an unreadable input is in, told from its file name or else its first bytes.
+
+    Only the plugins' signature checks run on the bytes (never a decoder or a header parser), so naming
+    an EPS file never starts Ghostscript.
+    """
+    Image.init()
+    named = Image.registered_extensions().get(os.path.splitext(label)[1].lower())
+    if named and named not in READ_FORMATS:  # first: signatures are ambiguous (a TGA can look like a CUR)
+        return named
+    fh.seek(0)
+    prefix = fh.read(16)
+    return next((fmt for fmt, (_, accept) in Image.OPEN.items()
+                 if fmt not in READ_FORMATS and accept is not None and _accepts(accept, prefix)), None)
+
+
+def _accepts(accept, prefix: bytes) -> bool:
+    try:
+        return bool(accept(prefix))
+    except Exception:  # some signature checks assume a prefix longer than a tiny input has
+        return False
 
 
 def _open_file(path, label: str):
@@ -173,30 +243,48 @@ def _check_image(img: Image.Image, label: str) -> None:
         raise ImageError(f"{label}: animated image with {img.n_frames} frames (save one frame as a still image)")
 
 
-def _pil_to_gray(img: Image.Image, label: str) -> np.ndarray:
-    """Any Pillow mode -> float32 gray in [0, 1]. First page/frame only (TIFF pages, GIF frames)."""
+def _check_budget(img: Image.Image, label: str, budget: int) -> None:
+    """Refuse, before decoding, an image that would decode to more than ``budget`` pixels."""
+    width, height = img.size  # after draft mode: the size the decoder will produce
+    if width * height > budget:
+        raise ImageError(f"{label}: image too large to decode ({width}x{height} = {width * height} pixels, over "
+                         f"the limit of {budget}; set {MAX_PIXELS_ENV} to change it)")
+
+
+# Modes Pillow reduces as they are (RGBA and LA with premultiplied alpha, so compositing afterwards gives
+# what compositing first would have); the others are reduced after conversion to float.
+_REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA", "F")
+# Modes converted first: palettes to the colours they stand for, the rest to a mode of the list above.
+_CONVERSIONS = {"RGBa": "RGBA", "La": "RGBA", "PA": "RGBA", "CMYK": "RGB", "1": "L", "YCbCr": "RGB",
+                "LAB": "RGB", "HSV": "RGB", "RGBX": "RGB"}
+
+
+def _pil_to_gray(img: Image.Image, label: str, max_side: int, orientation: int = 1) -> tuple[np.ndarray, int]:
+    """Any Pillow mode -> (float32 gray in [0, 1], the reduction factor). First page/frame only (TIFF
+    pages, GIF frames).
+
+    Large images are reduced by an integer factor in their own mode before anything else, so a big
+    image never exists as a float array, let alone four.
+    """
+    img.load()  # decodes a file (within the budget already checked); a rotated TIFF's size is only right after
     width, height = img.size
     if min(width, height) < MIN_SIDE:
         raise ImageError(f"{label}: image too small ({width}x{height} pixels; a digit needs at least "
                          f"{MIN_SIDE}x{MIN_SIDE})")
-    mode = img.mode
-    if mode == "P":
+    if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    elif mode in ("RGBa", "La"):
-        img = img.convert("RGBA")
-    elif mode == "CMYK":
-        img = img.convert("RGB")
-    elif mode == "1":
-        img = img.convert("L")
-    elif mode == "PA":
-        img = img.convert("RGBA")
-    elif mode in ("YCbCr", "LAB", "HSV"):
-        img = img.convert("RGB")
-    elif mode == "RGBX":
-        img = img.convert("RGB")
-    return _array_to_gray(np.asarray(img), label)
-
-
+    elif img.mode in _CONVERSIONS:
+        img = img.convert(_CONVERSIONS[img.mode])
+    factor = _reduction_factor(img.size, max_side)
+    if factor >= 2 and img.mode in _REDUCIBLE_MODES:
+        whole_blocks = (0, 0, (width // factor) * factor, (height // factor) * factor)
+        img = img.reduce(factor, box=whole_blocks)
+    else:
+        factor = 1
+    if orientation != 1:  # turned after reducing: turning the full image would cost a second copy of it
+        img.getexif()[ExifTags.Base.Orientation] = orientation
+        ImageOps.exif_transpose(img, in_place=True)
+    return _array_to_gray(np.asarray(img), label), factor
 def _array_to_gray(array: np.ndarray, label: str) -> np.ndarray:
     """(H, W), (H, W, 1|2|3|4) arrays of bool, ints or floats -> float32 gray in [0, 1]."""
     a = np.asarray(array)
@@ -260,13 +348,18 @@ def _composite(color: np.ndarray, alpha: np.ndarray, label: str) -> np.ndarray:
 
 def _reduce(gray: np.ndarray, max_side: int) -> np.ndarray:
     """Area-average big images down to about ``max_side`` (integer factor: exact and fast)."""
-    factor = int(max(gray.shape) / max_side + 0.5)
+    factor = _reduction_factor(gray.shape, max_side)
     if factor < 2:
         return np.ascontiguousarray(gray, dtype=np.float32)
     h, w = (gray.shape[0] // factor) * factor, (gray.shape[1] // factor) * factor
     whole_blocks = np.ascontiguousarray(gray[:h, :w], dtype=np.float32)
     # Pillow's reduce is the same block mean, about 6x faster than numpy's reshape-and-mean.
     return np.asarray(Image.fromarray(whole_blocks, mode="F").reduce(factor))
+
+
+def _reduction_factor(size: tuple[int, int], max_side: int) -> int:
+    """The integer block size that brings an image's longer side nearest to ``max_side`` (1: leave it)."""
+    return int(max(size) / max_side + 0.5)
 
 
 def _first_line(exc: BaseException) -> str:
