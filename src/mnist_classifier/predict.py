@@ -36,7 +36,7 @@ from .atomic import atomic_path
 from .errors import ConfigError, MNISTClassifierError, printable, utf8_safe
 from .inference import predict_proba, prepare_for_inference, resolve_device
 from .persist import LoadedModel, load_model, pretrained_path
-from .preprocess import IMAGE_EXTENSIONS, occupied_span, prepare_chunk, source_name
+from .preprocess import HARMLESS_IMAGE_WARNINGS, IMAGE_EXTENSIONS, occupied_span, prepare_chunk, source_name
 from .segment import prepare_number_chunk
 
 DEFAULT_THRESHOLD = 0.6   # below this confidence an answer is flagged uncertain (still returned)
@@ -506,10 +506,6 @@ _ERROR_ROWS = {  # one failed input's row, for each kind of work
 
 # Warnings about the code, not the input: never a reason to refuse an image, and no news for the user.
 CODE_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning, ImportWarning, ResourceWarning)
-# Warnings about an image that say nothing about its pixels: a damaged metadata tag (the EXIF orientation
-# is read on its own), or a malformed multi-picture or animated container whose first picture decodes.
-HARMLESS_IMAGE_WARNINGS = ("(?i).*corrupt EXIF", "Metadata Warning", "Tag data larger than file",
-                           "Tag offset too large", "Image appears to be a malformed MPO file", "Invalid APNG")
 
 
 @contextmanager

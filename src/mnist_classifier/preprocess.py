@@ -96,6 +96,14 @@ def decode_image(source, name: str | None = None, max_side: int = WORK_SIDE,
     return decode_image_scaled(source, name, max_side, pixel_budget)[0]
 
 
+# Warnings about an image that say nothing about its pixels: a damaged metadata tag (the EXIF orientation
+# is read on its own), a malformed multi-picture or animated container whose first picture decodes, and
+# one said of the installation, not the file (without defusedxml, Pillow skips XMP; EXIF is still read).
+HARMLESS_IMAGE_WARNINGS = ("(?i).*corrupt EXIF", "Metadata Warning", "Tag data larger than file",
+                           "Tag offset too large", "Image appears to be a malformed MPO file", "Invalid APNG",
+                           "XMP data cannot be read")
+
+
 def decode_image_scaled(source, name: str | None = None, max_side: int = WORK_SIDE,
                         pixel_budget: int | None = None) -> tuple[np.ndarray, float]:
     """Decode; also return how many original pixels one decoded pixel spans (for boxes in numbers).
@@ -121,8 +129,8 @@ def decode_image_scaled(source, name: str | None = None, max_side: int = WORK_SI
             # line on stderr. Its decompression-bomb warning is not needed: _check_image refuses all of it.
             warnings.simplefilter("error", UserWarning)
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            # Said of the installation, not the file: without defusedxml, Pillow skips XMP (EXIF is read).
-            warnings.filterwarnings("ignore", "XMP data cannot be read", UserWarning)
+            for message in HARMLESS_IMAGE_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
             gray, scale = _decode_file(source, label, max_side, budget)
     except ImageError:
         raise
@@ -137,7 +145,8 @@ def decode_image_scaled(source, name: str | None = None, max_side: int = WORK_SI
 
 def _decode_file(source, label: str, max_side: int, budget: int) -> tuple[np.ndarray, float]:
     """Path or bytes -> (gray, original pixels per pixel of gray); nothing is decoded over the budget."""
-    with _open(source, label) as img:
+    img, fh = _open(source, label)
+    with fh, img:  # Pillow leaves a file it was handed open
         _check_image(img, label)
         declared_width = img.size[0]
         if img.format in ("JPEG", "MPO"):
@@ -157,7 +166,7 @@ def _reduce_scaled(gray: np.ndarray, max_side: int, original_width: float) -> tu
     return reduced, original_width / reduced.shape[1]
 
 
-def _open(source, label: str) -> Image.Image:
+def _open(source, label: str) -> tuple[Image.Image, io.IOBase]:
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise ImageError(f"{label}: empty input (0 bytes)")
@@ -168,7 +177,7 @@ def _open(source, label: str) -> Image.Image:
         raise ImageError(f"{label}: unsupported input type {type(source).__name__} "
                          "(expected a path, bytes, a PIL image or a numpy array)")
     try:
-        return Image.open(fh, formats=list(READ_FORMATS))
+        return Image.open(fh, formats=list(READ_FORMATS)), fh
     except UnidentifiedImageError:
         other = _foreign_format(fh, label)
         fh.close()
