@@ -26,14 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
 
-from ..preprocess import IMAGE_EXTENSIONS
+from ..preprocess import READ_FORMATS
 from .limits import DEFAULT_MAX_IMAGE_PIXELS, HEAVY_SLOTS, LIGHT_PIXELS, PROBE_BYTES
 
 _HEAVY_NICENESS = 10        # below the event loop and the inference thread
-
-# The formats the pipeline documents, by their Pillow names: the probe looks for nothing else.
-FORMATS = sorted({Image.registered_extensions()[f".{ext}"] for ext in IMAGE_EXTENSIONS
-                  if f".{ext}" in Image.registered_extensions()})
 
 
 def pixel_count(data: bytes) -> int | None:
@@ -41,7 +37,7 @@ def pixel_count(data: bytes) -> int | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's DecompressionBombWarning: the budget decides here
-            with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+            with Image.open(io.BytesIO(data), formats=list(READ_FORMATS)) as image:
                 width, height = image.size
     except Exception:  # noqa: BLE001 - any failure to find a header means "unknown cost", never an error
         return None
