@@ -232,6 +232,16 @@ def test_a_long_number_among_specks_is_no_scatter_of_dots(predictor, typical):
     assert predictor.read_number(to_jpeg(img, 90)).number == "603465"
 
 
+def test_results_have_one_line_reprs(predictor, typical):
+    one = predictor.predict(typical[7][0], name="seven.png")
+    assert repr(one) == f"Prediction(path='seven.png', digit=7, confidence={one.confidence:.2f})"
+    assert repr(Prediction("gone.png", error="gone.png: file not found")) == \
+        "Prediction(path='gone.png', confidence=0.00, error='gone.png: file not found')"
+    number = predictor.read_number(_number_image([typical[4][0], typical[2][0]], np.random.default_rng(0)), name="n")
+    assert repr(number) == f"NumberPrediction(path='n', number='42', confidence={number.confidence:.2f})"
+    assert repr(number.digits[0]).startswith("DigitRead(digit=4, confidence=") and "\n" not in repr(number.digits)
+
+
 def test_number_mode_bad_and_blank_inputs(predictor, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"")
@@ -251,6 +261,8 @@ def test_seed_api_image_methods(pretrained_path, png_folder, mnist, tmp_path):
     assert digit == int(mnist.test_labels[0]) and 0.5 < confidence <= 1.0
     rows = clf.classify_images_in_directory(png_folder, image_extensions=[".PNG"])
     assert len(rows) == 300 and rows[0]["filename"] == "0000.png" and rows[0]["digit"] == digit
+    # The seed README's own spelling: glob patterns.
+    assert len(clf.classify_images_in_directory(png_folder, image_extensions=["*.png", "*.jpg"])) == 300
     array = clf.preprocess_custom_image(png_folder / "0001.png")
     np.testing.assert_allclose(array, mnist.test_images[1] / 255.0, atol=1e-6)
     blank = tmp_path / "blank.png"

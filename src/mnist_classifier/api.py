@@ -165,7 +165,7 @@ class MNISTClassifier:
         folder = Path(directory)
         if not folder.is_dir():
             raise ImageError(f"{folder}: not a directory")
-        paths = collect_images([folder], recursive=recursive, extensions=[e.lstrip(".") for e in image_extensions])
+        paths = collect_images([folder], recursive=recursive, extensions=image_extensions)
         predictions = self._image_predictor().predict_many(paths)
         return [{"filename": Path(p.path).name, **p.to_dict()} for p in predictions]
 

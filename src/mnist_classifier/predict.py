@@ -51,6 +51,17 @@ SEVERAL_DIGITS_NOTE = ("the ink is much wider than one digit: several digits sid
                        "Read them as a number (predict --number, POST /v1/predict/number)")
 
 
+def _compact_repr(obj, names: tuple[str, ...]) -> str:
+    """``Type(a=1, b=0.99, ...)``: the fields that say something, floats to two places, no arrays."""
+    parts = []
+    for name in names:
+        value = getattr(obj, name)
+        if value is None or value is False:
+            continue
+        parts.append(f"{name}={value:.2f}" if isinstance(value, float) else f"{name}={value!r}")
+    return f"{type(obj).__name__}({', '.join(parts)})"
+
+
 @dataclass
 class Prediction:
     """One input's answer. ``digit`` is None when there is no digit (``reason``) or the input is bad (``error``)."""
@@ -65,6 +76,9 @@ class Prediction:
     uncertain: bool = False
     note: str | None = None          # a warning about the answer, e.g. when the image holds several digits
     image: np.ndarray | None = None  # the (28, 28) float array the model saw
+
+    def __repr__(self) -> str:
+        return _compact_repr(self, ("path", "digit", "confidence", "uncertain", "reason", "note", "error"))
 
     def to_dict(self, include_image: bool = False) -> dict:
         """One ``predict --json`` row (and one REST answer)."""
@@ -94,6 +108,9 @@ class DigitRead:
     probabilities: list[float]
     image: np.ndarray | None = None
 
+    def __repr__(self) -> str:
+        return _compact_repr(self, ("digit", "confidence", "box"))
+
     def to_dict(self) -> dict:
         return {"digit": self.digit, "confidence": round(float(self.confidence), 6), "box": list(self.box),
                 "probabilities": [round(float(p), 6) for p in self.probabilities]}
@@ -118,6 +135,9 @@ class NumberPrediction:
     @property
     def boxes(self) -> list[tuple[int, int, int, int]]:
         return [d.box for d in self.digits]
+
+    def __repr__(self) -> str:
+        return _compact_repr(self, ("path", "number", "confidence", "uncertain", "reason", "error"))
 
     def to_dict(self) -> dict:
         """A ``predict --number --json`` row: the single-digit fields plus ``number`` and ``digits``."""
@@ -147,7 +167,7 @@ def collect_images(paths, recursive: bool = False, extensions=IMAGE_EXTENSIONS) 
     Symbolic links are followed, but each real directory is entered once, so a link loop is followed at
     most once; a file reached by several paths (through links) is listed once, under the first of them.
     """
-    suffixes = {"." + e.lower().lstrip(".") for e in extensions}
+    suffixes = {"." + e.lower().lstrip("*.") for e in extensions}  # "png", ".png" and "*.png" alike
     found: list[tuple[str, str]] = []  # (path as shown, real path)
     for raw in map(os.fspath, paths):
         if os.path.isdir(raw):
