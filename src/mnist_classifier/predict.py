@@ -644,7 +644,8 @@ def table_line(result, width: int) -> str:
     path = printable(str(result.path))
     path = path if len(path) <= width else "..." + path[-(width - 3):]
     value = result.number if numbers else result.digit
-    note = (result.error or (f"no digit: {result.reason}" if result.reason else "")
+    error = result.error and result.error.removeprefix(f"{result.path}: ")  # the path is in its own column
+    note = (error or (f"no digit: {result.reason}" if result.reason else "")
             or (None if numbers else result.note) or ("uncertain" if result.uncertain else ""))
     shown = "-" if value is None else str(value)
     confidence = f"{result.confidence:10.4f}" if value is not None else f"{'':>10}"

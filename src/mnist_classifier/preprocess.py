@@ -407,7 +407,7 @@ class InkMap:
 
 UNIFORM = "uniform image (a single colour, no ink)"
 BLANK = "blank image (no ink darker or lighter than the background)"
-FLAT_NOISE = "blank or noise only: no strokes stand out from the background"
+FLAT_NOISE = "only paper and noise, no strokes standing out from the background"
 NOISE = "the image looks like noise, not pen strokes"
 DOTS = "ink is scattered dots, not strokes"
 SCATTER_BLOBS = 8  # scattered dots: the 8 largest blobs hold under half the ink (the digits of a number hold most)
