@@ -87,9 +87,12 @@ def test_uncompressed_files_are_accepted(mnist_dir, tmp_path):
     assert load_mnist(folder).test_labels[0] == 7
 
 
-def test_missing_folder(tmp_path):
-    with pytest.raises(DataError, match="does not exist"):
+def test_missing_folder(tmp_path, monkeypatch):
+    with pytest.raises(DataError, match=r"nowhere: MNIST data folder does not exist \(named by data_dir \(--data-dir\)\)"):
         load_mnist(tmp_path / "nowhere")
+    monkeypatch.setenv("MNIST_DATA", str(tmp_path / "elsewhere"))
+    with pytest.raises(DataError, match="elsewhere: MNIST data folder does not exist .named by the MNIST_DATA environment"):
+        load_mnist()
 
 
 @pytest.fixture

@@ -225,7 +225,8 @@ def load_mnist(data_dir: str | os.PathLike | None = None, *, download_missing: b
     if explicit is not None:
         folder = Path(explicit).expanduser()
         if not folder.is_dir():
-            raise DataError(f"{folder}: MNIST data folder does not exist")
+            source = "data_dir (--data-dir)" if data_dir is not None else "the MNIST_DATA environment variable"
+            raise DataError(f"{folder}: MNIST data folder does not exist (named by {source})")
         return _make(_read_idx_folder(folder), str(folder))
 
     cache = cache_dir()
