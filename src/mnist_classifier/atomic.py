@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from .errors import ConfigError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -44,3 +46,23 @@ def write_text(target: str | os.PathLike, text: str) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(target)
+
+
+def check_writable(target: str | os.PathLike, folder: bool = False) -> None:
+    """Refuse, before any work is done, a target that could not be written later: a file path that is a
+    folder (or a folder path that is a file), something under a file, or a place where no file can be made.
+
+    Missing folders are fine (``atomic_path`` creates them); what is tried is the nearest one that exists.
+    """
+    target = Path(target)
+    kind = "folder" if folder else "file"
+    if target.exists() and target.is_dir() != folder:
+        raise ConfigError(f"{target}: cannot write the {kind} there (it is a {'file' if folder else 'folder'})")
+    existing = next(p for p in ((target,) if folder else ()) + (target.parent, *target.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{target}: cannot write the {kind} there ({existing} is a file, not a folder)")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{target}: cannot write the {kind} there ({exc.strerror or exc})") from None

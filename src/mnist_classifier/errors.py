@@ -19,3 +19,7 @@ class ConfigError(MNISTClassifierError):
 
 class ImageError(MNISTClassifierError):
     """An image could not be read or decoded."""
+
+
+class TrainingError(MNISTClassifierError):
+    """Training cannot go on: the loss became non-finite, or a checkpoint is missing, corrupt or foreign."""
