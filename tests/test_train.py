@@ -196,8 +196,9 @@ def test_output_paths_are_checked_before_the_data_loads(no_data_loading, capsys)
     (folder / "a-file").write_text("")
     (folder / "m-report").write_text("")
     assert train_error(capsys, "--out", folder) == f"{folder}: cannot write the file there (it is a folder)"
-    assert train_error(capsys, "--out", folder / "a-file" / "m.safetensors") == \
-        f"{folder / 'a-file' / 'm.safetensors'}: cannot write the file there ({folder / 'a-file'} is a file, not a folder)"
+    under_a_file = folder / "a-file" / "m.safetensors"
+    assert train_error(capsys, "--out", under_a_file) == \
+        f"{under_a_file}: cannot write the file there ({folder / 'a-file'} is a file, not a folder)"
     # /sys refuses new files even to root
     assert train_error(capsys, "--out", "/sys/m.safetensors") == \
         "/sys/m.safetensors: cannot write the file there (Permission denied)"

@@ -99,7 +99,8 @@ def add_train(sub) -> None:
     p.add_argument("--hidden-layers", type=_csv_ints, help="mlp/mlp-bn hidden sizes, e.g. 128,64")
     p.add_argument("--dropout", type=float, help="dropout rate (mlp, cnn)")
     p.add_argument("--channels", type=_csv_ints, help="cnn stage widths, e.g. 32,64,128")
-    p.add_argument("--seed", type=int, help=f"random seed (default: {TrainConfig.seed}; same seed, same weights on CPU)")
+    p.add_argument("--seed", type=int,
+                   help=f"random seed (default: {TrainConfig.seed}; same seed, same weights on CPU)")
     _device_argument(p)
     _data_dir_argument(p)
     p.add_argument("--out", "-o", default=None, help="model file to write (default: models/ARCHITECTURE.safetensors)")

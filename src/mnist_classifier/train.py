@@ -290,7 +290,8 @@ class EarlyStopping:
         return {"best_loss": self.best_loss, "best_state": self.best_state, "patience_left": self.patience_left}
 
     def load_state_dict(self, state: dict) -> None:
-        self.best_loss, self.best_state, self.patience_left = state["best_loss"], state["best_state"], state["patience_left"]
+        self.best_loss, self.best_state = state["best_loss"], state["best_state"]
+        self.patience_left = state["patience_left"]
 
 
 @dataclass
