@@ -139,3 +139,141 @@ def test_a_student_learns_its_teachers_answers(subset, tmp_path):
             quiet(epochs=2, validation_split=0.0, batch_size=64, teacher=str(teacher_path), distill=weight))
         agrees[weight] = float(np.mean(predict_proba(student, unseen).argmax(1) == predict_proba(teacher, unseen).argmax(1)))
     assert agrees[5.0] > agrees[0.0] + 0.3, agrees
+
+
+# ---------------------------------------------------------------- nonsense refused before the data loads
+
+@pytest.fixture
+def no_data_loading(monkeypatch, tmp_path):
+    """Any call of the MNIST loader fails the test; the working folder is an empty temporary one."""
+    def loader_called(*args, **kwargs):
+        raise AssertionError("the data loader was called before the settings were checked")
+
+    monkeypatch.setattr("mnist_classifier.data.load_mnist", loader_called)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def train_error(capsys, *args) -> str:
+    """Run ``mnist-classifier train ARGS`` in this process; returns its one error line (exit status 1)."""
+    from mnist_classifier import cli
+
+    assert cli.main(["train", *map(str, args), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    prefix = "mnist-classifier train: error: "
+    assert err.startswith(prefix)
+    return err[len(prefix):].strip()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--validation-split", "1e-6"], "validation_split 1e-06 holds out 0 of 60000 digits, fewer than one batch (128): "
+                                     "use a larger split, or 0 for none"),
+    (["-a", "mlp", "--validation-split", "0.0004"], "validation_split 0.0004 holds out 24 of 60000 digits, fewer than "
+                                                   "one batch (32): use a larger split, or 0 for none"),
+    (["--validation-split", "0.9999"], "validation_split 0.9999 leaves 6 of 60000 digits to train on, fewer than "
+                                       "one batch (128)"),
+    (["--batch-size", "60001"], "validation_split 0.0 leaves 60000 of 60000 digits to train on, fewer than one "
+                                "batch (60001)"),
+    (["--weight-decay", "inf"], "weight_decay must be a finite number >= 0, got inf"),
+    (["--weight-decay", "nan"], "weight_decay must be a finite number >= 0, got nan"),
+    (["--weight-decay", "-0.1"], "weight_decay must be a finite number >= 0, got -0.1"),
+    (["--seed", str(2 ** 64 + 1)], f"seed must be an integer from 0 to 2**64 - 1, got {2 ** 64 + 1}"),
+    (["--seed", "-1"], "seed must be an integer from 0 to 2**64 - 1, got -1"),
+    (["--early-stopping", "-1"], "early_stopping patience must be an integer >= 0, got -1"),
+    (["-a", "mlp", "--hidden-layers", ",".join(["4096"] * 8)],  # each layer in bounds, all of them too big
+     f"mlp with {{'hidden_layers': {[4096] * 8}}} has 120,725,514 parameters, more than the 100,000,000 allowed"),
+    (["-a", "mlp", "--hidden-layers", "0"], "hidden_layers must be a non-empty list of at most 8 whole numbers from 1 to 4096, got [0]"),
+    (["--dropout", "1.5"], "dropout must be in [0, 1), got 1.5"),
+])
+def test_nonsense_settings_are_refused_before_the_data_loads(no_data_loading, capsys, args, message):
+    assert train_error(capsys, *args, "--out", "m.safetensors") == message
+    assert list(no_data_loading.iterdir()) == []  # nothing written
+
+
+def test_output_paths_are_checked_before_the_data_loads(no_data_loading, capsys):
+    folder = no_data_loading
+    (folder / "a-file").write_text("")
+    (folder / "m-report").write_text("")
+    assert train_error(capsys, "--out", folder) == f"{folder}: cannot write the file there (is a directory)"
+    under_a_file = folder / "a-file" / "m.safetensors"
+    assert train_error(capsys, "--out", under_a_file) == \
+        f"{under_a_file}: cannot write the file there ({folder / 'a-file'} is not a directory)"
+    # /sys refuses new files even to root
+    assert train_error(capsys, "--out", "/sys/m.safetensors") == \
+        "/sys/m.safetensors: cannot write the file there (cannot write in /sys (Permission denied))"
+    assert train_error(capsys, "--out", "m.safetensors") == "m-report: cannot write the folder there (it is a file)"
+    assert train_error(capsys, "--out", "n.safetensors", "--checkpoint-dir", "a-file") == \
+        "a-file: cannot write the folder there (it is a file)"
+    assert train_error(capsys, "--teacher", "none.safetensors", "--out", "n.safetensors") == \
+        "none.safetensors: model file not found"
+    assert train_error(capsys, "--resume", "none") == "none: no checkpoint to resume (checkpoint.safetensors not found)"
+    assert sorted(p.name for p in folder.iterdir()) == ["a-file", "m-report"]
+
+
+def test_a_nonsense_setting_is_reported_before_missing_data(tmp_path):
+    """A real process whose MNIST folder does not exist: the setting's error comes first, in one line."""
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "MNIST_DATA": str(tmp_path / "no-mnist")}
+    proc = subprocess.run([sys.executable, "-m", "mnist_classifier.cli", "train", "--weight-decay", "inf", "--quiet",
+                           "--out", str(tmp_path / "m.safetensors")], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr == "mnist-classifier train: error: weight_decay must be a finite number >= 0, got inf\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_api_refuses_nonsense_before_loading_data(tmp_path):
+    from mnist_classifier import MNISTClassifier
+
+    clf = MNISTClassifier(data_dir=tmp_path / "no-mnist", device="cpu")
+    clf.build_model(hidden_layers=[8])
+    with pytest.raises(ConfigError, match="validation_split 1e-06 holds out 0 of 60000 digits"):
+        clf.train_model(validation_split=1e-6)
+    with pytest.raises(ConfigError, match=f"seed must be an integer from 0 to 2\\*\\*64 - 1, got {2 ** 64}"):
+        clf.train_model(seed=2 ** 64)
+    assert clf.data is None
+
+
+# ---------------------------------------------------------------- a loss that stops being a number
+
+class NaNFrom(torch.nn.Module):
+    """An MLP whose answers become NaN from its ``n``-th training forward pass on."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.net, self.calls, self.n = build_model("mlp", hidden_layers=[8]), 0, n
+
+    def forward(self, x):
+        logits = self.net(x)
+        self.calls += self.training
+        return logits * float("nan") if self.training and self.calls >= self.n else logits
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(subset, tmp_path):
+    from mnist_classifier import checkpoint
+    from mnist_classifier.errors import TrainingError
+    from mnist_classifier.train import Checkpoints
+
+    images, labels = subset[0][:1000], subset[1][:1000]
+    model = NaNFrom(n=4 + 3)  # 4 batches per epoch: the 3rd batch of epoch 2
+    with pytest.raises(TrainingError) as error:
+        fit(model, images, labels, quiet(epochs=3, batch_size=250, validation_split=0.0),
+            Checkpoints(str(tmp_path), settings={}))
+    assert str(error.value) == (f"training stopped: the training loss became nan at epoch 2, batch 3 of 4 (a lower "
+                                f"learning rate may help); the checkpoint of epoch 1 in {tmp_path} is kept")
+    kept = checkpoint.read(tmp_path)["training"]
+    assert kept["epoch"] == 1 and len(kept["history"]["train_loss"]) == 1
+    assert all(torch.isfinite(w).all() for w in kept["model"].values())
+
+
+def test_train_stops_on_a_diverging_loss_with_one_line(mnist_dir, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    message = train_error(capsys, "-a", "mlp", "--hidden-layers", "16", "--optimizer", "sgd", "--lr", "1e4",
+                          "--batch-size", "1000", "--validation-split", "0", "--data-dir", mnist_dir,
+                          "--out", "m.safetensors", "--no-report")
+    assert message.startswith("training stopped: the training loss became nan at epoch 1, batch ")
+    assert message.endswith(" of 60 (a lower learning rate may help)")
+    assert list(tmp_path.iterdir()) == []

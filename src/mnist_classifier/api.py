@@ -20,7 +20,7 @@ from .errors import ConfigError
 from .evaluate import Evaluation, evaluate
 from .inference import resolve_device
 from .models import build_model, model_config
-from .train import History, TrainResult, fit, save_result, training_config
+from .train import History, TrainResult, fit, save_result
 
 
 class MNISTClassifier:
@@ -76,17 +76,31 @@ class MNISTClassifier:
         return self.model
 
     def train_model(self, epochs: int | None = None, batch_size: int | None = None,
-                    validation_split: float | None = None, **train_options) -> History:
-        """Train on the 60k training digits with the architecture's preset; keyword arguments override it."""
-        if self.model is None:
-            self.build_model()
-        data = self._require_data()
-        config = training_config(self.architecture, epochs=epochs, batch_size=batch_size,
-                                 validation_split=validation_split, seed=train_options.pop("seed", self.seed),
-                                 device=str(self.device), **train_options)
-        self.train_config = config
+                    validation_split: float | None = None, checkpoint_dir: str | None = None,
+                    resume: str | None = None, **train_options) -> History:
+        """Train on the 60k training digits with the architecture's preset; keyword arguments override it.
+
+        ``checkpoint_dir`` writes a checkpoint there after every epoch. ``resume=DIR`` continues the run
+        checkpointed in DIR (its model, settings and random state) to the same weights an uninterrupted run
+        ends with; settings given beside it must agree with the recorded ones.
+        """
+        from .train import MNIST_TRAIN_SIZE, new_run, resume_run
+
+        overrides = dict(epochs=epochs, batch_size=batch_size, validation_split=validation_split,
+                         device=str(self.device), **train_options)
+        if resume is not None:
+            run = resume_run(resume, write_to=checkpoint_dir, **overrides)
+            self.build_model(architecture=run.architecture, **run.model_options)
+        else:
+            if self.model is None:
+                self.build_model()
+            n_train = len(self.data.train_images) if self.data is not None else MNIST_TRAIN_SIZE
+            run = new_run(self.architecture, self.model_config, checkpoint_dir=checkpoint_dir, n_train=n_train,
+                          **{"seed": self.seed, **overrides})
+        data = self._require_data()  # after the checks: a nonsense setting fails before the data loads
+        self.train_config = run.config
         self._predictor_cache = None  # its BN-folded copy would keep the old weights
-        self.history = fit(self.model, data.train_images, data.train_labels, config)
+        self.history = fit(self.model, data.train_images, data.train_labels, run.config, run.checkpoints())
         self.train_seconds = sum(self.history.seconds)
         return self.history
 

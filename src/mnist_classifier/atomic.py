@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from .errors import ConfigError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -69,3 +71,16 @@ def unwritable(target: str | os.PathLike) -> str | None:
     except OSError as exc:
         return f"cannot write in {folder} ({exc.strerror or exc})"
     return None
+
+
+def check_writable(target: str | os.PathLike, folder: bool = False) -> None:
+    """Refuse with a ConfigError, before any work is done, a file (or, with ``folder``, a folder) that could
+    not be written there later (see unwritable)."""
+    target = Path(target)
+    kind = "folder" if folder else "file"
+    if folder:
+        problem = "it is a file" if target.exists() and not target.is_dir() else unwritable(target / "probe")
+    else:
+        problem = unwritable(target)
+    if problem:
+        raise ConfigError(f"{target}: cannot write the {kind} there ({problem})")

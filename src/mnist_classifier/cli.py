@@ -90,12 +90,14 @@ def _data_dir_argument(parser) -> None:
 def add_train(sub) -> None:
     from .augment import RECIPES
     from .models import REGISTRY
+    from .train import DEFAULT_ARCHITECTURE, TrainConfig
 
     p = sub.add_parser("train", help="train a model on MNIST, evaluate it on the test set, save it",
                        description="Train on MNIST's 60k training digits, evaluate on the 10k test digits, save "
-                                   "the model. Unset options take the architecture's tuned preset.")
-    p.add_argument("--architecture", "-a", default="cnn", choices=list(REGISTRY),
-                   help="model family (default: cnn)")
+                                   "the model. Unset options take the architecture's tuned preset. Every setting "
+                                   "and output path is checked before the data is loaded.")
+    p.add_argument("--architecture", "-a", choices=list(REGISTRY),
+                   help=f"model family (default: {DEFAULT_ARCHITECTURE})")
     p.add_argument("--epochs", type=int, help="maximum epochs")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="learning rate (peak LR for onecycle)")
@@ -116,10 +118,16 @@ def add_train(sub) -> None:
     p.add_argument("--hidden-layers", type=_csv_ints, help="mlp/mlp-bn hidden sizes, e.g. 128,64")
     p.add_argument("--dropout", type=float, help="dropout rate (mlp, cnn)")
     p.add_argument("--channels", type=_csv_ints, help="cnn stage widths, e.g. 32,64,128")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same weights on CPU)")
+    p.add_argument("--seed", type=int,
+                   help=f"random seed (default: {TrainConfig.seed}; same seed, same weights on CPU)")
     _device_argument(p)
     _data_dir_argument(p)
     p.add_argument("--out", "-o", default=None, help="model file to write (default: models/ARCHITECTURE.safetensors)")
+    p.add_argument("--checkpoint-dir", metavar="DIR",
+                   help="write a checkpoint into DIR after every epoch, to continue the run with --resume DIR")
+    p.add_argument("--resume", metavar="DIR",
+                   help="continue the run checkpointed in DIR with its own settings (other options may be left out "
+                        "and must agree if given); it ends with the same model file as an uninterrupted run")
     p.add_argument("--json", action="store_true", help="print one JSON object with the results")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.add_argument("--no-report", dest="report", action="store_false",
@@ -128,20 +136,30 @@ def add_train(sub) -> None:
 
 
 def run_train(args) -> int:
+    from .atomic import check_writable
     from .data import load_mnist
-    from .train import train_architecture, training_config
+    from .report import report_dir_for
+    from .train import DEFAULT_ARCHITECTURE, new_run, resume_run, train_run
 
-    config = training_config(args.architecture, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             optimizer=args.optimizer, weight_decay=args.weight_decay, schedule=args.schedule,
-                             validation_split=args.validation_split, early_stopping=args.early_stopping,
-                             augment=args.augment, augment_recipe=args.augment_recipe,
-                             label_smoothing=args.label_smoothing, teacher=args.teacher, distill=args.distill,
-                             seed=args.seed,
-                             device=args.device, progress=not args.quiet)
+    settings = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                    weight_decay=args.weight_decay, schedule=args.schedule, validation_split=args.validation_split,
+                    early_stopping=args.early_stopping, augment=args.augment, augment_recipe=args.augment_recipe,
+                    label_smoothing=args.label_smoothing, teacher=args.teacher, distill=args.distill,
+                    seed=args.seed, device=args.device, progress=not args.quiet)
     model_options = {"hidden_layers": args.hidden_layers, "dropout": args.dropout, "channels": args.channels}
+    if args.resume:
+        run = resume_run(args.resume, args.architecture, model_options, out=args.out, write_to=args.checkpoint_dir,
+                         **settings)
+        if run.out is None:  # a run started from Python may have no model file of its own
+            raise ConfigError(f"the run checkpointed in {args.resume} names no model file: give --out")
+    else:
+        architecture = args.architecture or DEFAULT_ARCHITECTURE
+        run = new_run(architecture, model_options, out=args.out or f"models/{architecture}.safetensors",
+                      checkpoint_dir=args.checkpoint_dir, **settings)
+    if args.report:
+        check_writable(report_dir_for(run.out), folder=True)
     data = load_mnist(args.data_dir, progress=not args.quiet)
-    out = args.out or f"models/{args.architecture}.safetensors"
-    result = train_architecture(args.architecture, data, config, model_options, out=out)
+    result = train_run(run, data)
     summary = result.summary()
     if args.report:
         from .report import write_training_report
@@ -150,7 +168,7 @@ def run_train(args) -> int:
     if args.json:
         _print_json(summary)
     else:
-        print(f"{args.architecture}: test accuracy {summary['accuracy']:.2%}, loss {summary['loss']:.4f} "
+        print(f"{result.architecture}: test accuracy {summary['accuracy']:.2%}, loss {summary['loss']:.4f} "
               f"after {summary['epochs']} epochs in {summary['train_seconds']:.1f}s; saved {summary['model_path']}")
         if args.report:
             print(f"report: {summary['report']}")

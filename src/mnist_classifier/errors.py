@@ -23,6 +23,10 @@ class ImageError(MNISTClassifierError):
     """An image could not be read or decoded."""
 
 
+class TrainingError(MNISTClassifierError):
+    """Training cannot go on: the loss became non-finite, or a checkpoint is missing, corrupt or foreign."""
+
+
 # Control characters (a newline, an escape sequence that drives the terminal) and bidirectional overrides
 # (which reorder what is shown); and surrogates: how Python carries the bytes of a file name that is not
 # UTF-8, which cannot even be printed or written as UTF-8.

@@ -2,26 +2,40 @@
 
 The whole dataset lives on the device as one tensor; a batch is an index into it, and augmentation
 (``augment.augment_batch``) is a few whole-batch tensor operations, so there is no per-sample Python anywhere.
+
+A run is described by a ``Run`` (architecture, settings, output paths), checked whole before any data is
+loaded. With a checkpoint folder, every epoch ends by writing a checkpoint (``checkpoint.py``) from which
+``resume_run`` continues the run exactly: the resumed run ends with the same weights, bit for bit, as one
+that was never interrupted.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import checkpoint
+from .atomic import check_writable
 from .augment import augment_batch, random_affine, recipe_named  # noqa: F401 (random_affine is public here too)
-from .errors import ConfigError
+from .data import FILES
+from .errors import ConfigError, TrainingError
 from .inference import resolve_device, to_model_input
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "onecycle", "plateau")
+DEFAULT_ARCHITECTURE = "cnn"
+MNIST_TRAIN_SIZE = FILES["train_images"][3][0]  # what a split is checked against before MNIST is loaded
+SEED_LIMIT = 2 ** 64  # torch seeds are unsigned 64-bit integers
+MAX_PARAMETERS = 100_000_000  # far above any digit model; refuses sizes that would exhaust memory instead
 
 
 @dataclass
@@ -46,30 +60,60 @@ class TrainConfig:
     def __post_init__(self):
         self.validate()
 
-    def validate(self) -> None:
+    def validate(self, n_train: int | None = None) -> None:
+        """Raise ConfigError for the first setting that makes no sense; with ``n_train`` (the number of
+        training digits) also for a split that leaves either part less than one batch."""
         checks = [
-            (isinstance(self.epochs, int) and self.epochs >= 1, f"epochs must be a positive integer, got {self.epochs}"),
-            (isinstance(self.batch_size, int) and self.batch_size >= 1,
+            (_is_int(self.epochs) and self.epochs >= 1, f"epochs must be a positive integer, got {self.epochs}"),
+            (_is_int(self.batch_size) and self.batch_size >= 1,
              f"batch_size must be a positive integer, got {self.batch_size}"),
-            (self.lr > 0 and math.isfinite(self.lr), f"learning rate must be a positive number, got {self.lr}"),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (_is_number(self.lr) and self.lr > 0, f"learning rate must be a positive number, got {self.lr}"),
+            (_is_number(self.weight_decay) and self.weight_decay >= 0,
+             f"weight_decay must be a finite number >= 0, got {self.weight_decay}"),
             (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r} (choose from {', '.join(OPTIMIZERS)})"),
             (self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r} (choose from {', '.join(SCHEDULES)})"),
-            (self.validation_split == 0 or 0 < self.validation_split < 1,
+            (_is_number(self.validation_split) and (self.validation_split == 0 or 0 < self.validation_split < 1),
              f"validation_split must be in (0, 1) (or 0 for none), got {self.validation_split}"),
-            (self.early_stopping >= 0, f"early_stopping patience must be >= 0, got {self.early_stopping}"),
-            (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (self.distill >= 0 and math.isfinite(self.distill), f"distill must be a number >= 0, got {self.distill}"),
+            (_is_int(self.early_stopping) and self.early_stopping >= 0,
+             f"early_stopping patience must be an integer >= 0, got {self.early_stopping}"),
+            (_is_number(self.label_smoothing) and 0 <= self.label_smoothing < 1,
+             f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (_is_number(self.distill) and self.distill >= 0, f"distill must be a number >= 0, got {self.distill}"),
+            (_is_int(self.seed) and 0 <= self.seed < SEED_LIMIT,
+             f"seed must be an integer from 0 to 2**64 - 1, got {self.seed}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
         recipe_named(self.augment_recipe)  # raises ConfigError for an unknown name or field
+        if n_train is not None:
+            self._check_split(n_train)
+
+    def _check_split(self, n: int) -> None:
+        n_val = validation_size(n, self.validation_split)
+        if self.validation_split and n_val < self.batch_size:
+            raise ConfigError(f"validation_split {self.validation_split} holds out {n_val} of {n} digits, fewer "
+                              f"than one batch ({self.batch_size}): use a larger split, or 0 for none")
+        if n - n_val < self.batch_size:
+            raise ConfigError(f"validation_split {self.validation_split} leaves {n - n_val} of {n} digits to train "
+                              f"on, fewer than one batch ({self.batch_size})")
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+    def settings(self) -> dict:
+        """The fields that decide the result (not ``progress``), as a model file and a checkpoint record them."""
+        return {k: v for k, v in asdict(self).items() if k != "progress"}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -101,8 +145,12 @@ class History:
 def split_validation(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A seeded random split (MNIST's training file is not shuffled by writer, so a tail split would be biased)."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    n_val = int(round(n * fraction))
+    n_val = validation_size(n, fraction)
     return order[n_val:], order[:n_val]
+
+
+def validation_size(n: int, fraction: float) -> int:
+    return int(round(n * fraction))
 
 
 def _optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
@@ -134,70 +182,182 @@ def _loss_and_accuracy(model, x, y, batch_size: int = 2048) -> tuple[float, floa
     return total_loss / len(x), correct / len(x)
 
 
-def fit(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, config: TrainConfig) -> History:
+def fit(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, config: TrainConfig,
+        checkpoints: "Checkpoints | None" = None) -> History:
     """Train ``model`` in place on uint8 images (N, 28, 28) and labels (N,); returns the history.
 
     With a validation split and early stopping, the weights of the epoch with the lowest validation
-    loss are restored at the end.
+    loss are restored at the end. With ``checkpoints``, every epoch ends by writing a checkpoint into its
+    folder, and when it holds a ``previous`` checkpoint the run continues from there exactly as it would
+    have gone on. A loss that becomes NaN or infinite stops training with a TrainingError.
     """
-    config.validate()
+    config.validate(len(images))
     torch.manual_seed(config.seed)  # dropout and weight init draw from the global generator
-    generator = torch.Generator().manual_seed(config.seed)
     device = resolve_device(config.device)
-    if device.type == "cuda":
-        generator = torch.Generator(device=device).manual_seed(config.seed)
+    generator = torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(config.seed)
     model.to(device)
     teacher = _load_teacher(config, device)
-
-    x_all = to_model_input(images).to(device).contiguous(memory_format=torch.channels_last)
-    y_all = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=device)
-    if config.validation_split:
-        train_idx, val_idx = split_validation(len(x_all), config.validation_split, config.seed)
-        x_train, y_train = x_all[train_idx.to(device)], y_all[train_idx.to(device)]
-        x_val, y_val = x_all[val_idx.to(device)], y_all[val_idx.to(device)]
-    else:
-        x_train, y_train, x_val, y_val = x_all, y_all, None, None
-
-    steps = math.ceil(len(x_train) / config.batch_size)
+    x_train, y_train, x_val, y_val = _split_tensors(images, labels, config, device)
     optimizer = _optimizer(model, config)
-    scheduler = _scheduler(optimizer, config, steps)
-    history = History()
-    best_loss, best_state, patience_left = math.inf, None, config.early_stopping
+    scheduler = _scheduler(optimizer, config, math.ceil(len(x_train) / config.batch_size))
+    state = TrainingState(model, optimizer, scheduler, generator, EarlyStopping(config.early_stopping))
+    if checkpoints is not None:
+        checkpoints.start(state, device, _data_digest(images, labels))
 
-    for epoch in range(1, config.epochs + 1):
-        started = time.perf_counter()
-        lr_at_start = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc = _train_one_epoch(model, x_train, y_train, optimizer, scheduler, config,
-                                                 generator, epoch, teacher)
-        val_loss, val_acc = _loss_and_accuracy(model, x_val, y_val) if x_val is not None else (None, None)
-        history.epoch.append(epoch)
-        history.train_loss.append(train_loss)
-        history.train_accuracy.append(train_acc)
-        history.val_loss.append(val_loss)
-        history.val_accuracy.append(val_acc)
-        history.lr.append(lr_at_start)
-        history.seconds.append(time.perf_counter() - started)
-        _report_epoch(history, config)
+    for epoch in range(state.epoch + 1, config.epochs + 1):
+        if state.history.stopped_early:
+            break
+        try:
+            _epoch(state, epoch, x_train, y_train, x_val, y_val, config, teacher)
+        except NonFiniteLoss as exc:
+            kept = checkpoints.kept(epoch - 1) if checkpoints is not None else ""
+            raise TrainingError(f"training stopped: {exc} (a lower learning rate may help){kept}") from None
+        if checkpoints is not None:
+            checkpoints.save(state)
 
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(val_loss if val_loss is not None else train_loss)
-        if val_loss is None:
-            continue
-        if val_loss < best_loss:
-            best_loss, history.best_epoch, patience_left = val_loss, epoch, config.early_stopping
-            best_state = copy.deepcopy(model.state_dict())
-        elif config.early_stopping:
-            patience_left -= 1
-            if patience_left == 0:
-                history.stopped_early = True
-                break
-
-    if best_state is not None and history.best_epoch != len(history):
-        model.load_state_dict(best_state)  # restore the best epoch's weights
+    history, best = state.history, state.stopper.best_state
+    if best is not None and history.best_epoch != len(history):
+        model.load_state_dict(best)  # restore the best epoch's weights
     if history.best_epoch is None:
         history.best_epoch = len(history)
     model.eval()
     return history
+
+
+def _split_tensors(images, labels, config: TrainConfig, device):
+    """(x_train, y_train, x_val, y_val) on the device; the validation pair is None without a split."""
+    x_all = to_model_input(images).to(device).contiguous(memory_format=torch.channels_last)
+    y_all = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=device)
+    if not config.validation_split:
+        return x_all, y_all, None, None
+    train_idx, val_idx = (idx.to(device) for idx in split_validation(len(x_all), config.validation_split, config.seed))
+    return x_all[train_idx], y_all[train_idx], x_all[val_idx], y_all[val_idx]
+
+
+def _epoch(state: "TrainingState", epoch: int, x_train, y_train, x_val, y_val, config, teacher) -> None:
+    """One epoch: train, validate, record, step the plateau schedule, update early stopping."""
+    history, optimizer, scheduler = state.history, state.optimizer, state.scheduler
+    started = time.perf_counter()
+    lr_at_start = optimizer.param_groups[0]["lr"]
+    train_loss, train_acc = _train_one_epoch(state.model, x_train, y_train, optimizer, scheduler, config,
+                                             state.generator, epoch, teacher)
+    val_loss, val_acc = _loss_and_accuracy(state.model, x_val, y_val) if x_val is not None else (None, None)
+    if val_loss is not None and not math.isfinite(val_loss):
+        raise NonFiniteLoss(f"the validation loss became {val_loss} after epoch {epoch}")
+    history.epoch.append(epoch)
+    history.train_loss.append(train_loss)
+    history.train_accuracy.append(train_acc)
+    history.val_loss.append(val_loss)
+    history.val_accuracy.append(val_acc)
+    history.lr.append(lr_at_start)
+    history.seconds.append(time.perf_counter() - started)
+    _report_epoch(history, config)
+
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(val_loss if val_loss is not None else train_loss)
+    if val_loss is not None:
+        state.stopper.update(val_loss, state.model, epoch, history)
+    state.epoch = epoch
+
+
+class NonFiniteLoss(Exception):
+    """A loss became NaN or infinite; the message says which and where."""
+
+
+@dataclass
+class EarlyStopping:
+    """The lowest validation loss so far, the weights of its epoch, and the epochs of patience left."""
+
+    patience: int  # 0: never stop early (the best weights are still kept)
+    best_loss: float = math.inf
+    best_state: dict | None = None
+    patience_left: int | None = None
+
+    def __post_init__(self):
+        if self.patience_left is None:
+            self.patience_left = self.patience
+
+    def update(self, val_loss: float, model, epoch: int, history: History) -> None:
+        if val_loss < self.best_loss:
+            self.best_loss, self.patience_left = val_loss, self.patience
+            self.best_state = copy.deepcopy(model.state_dict())
+            history.best_epoch = epoch
+        elif self.patience:
+            self.patience_left -= 1
+            history.stopped_early = self.patience_left == 0
+
+    def state_dict(self) -> dict:
+        return {"best_loss": self.best_loss, "best_state": self.best_state, "patience_left": self.patience_left}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_loss, self.best_state = state["best_loss"], state["best_state"]
+        self.patience_left = state["patience_left"]
+
+
+@dataclass
+class TrainingState:
+    """Everything that changes while a run trains. A checkpoint is its ``state_dict``: the model, the
+    optimizer, the LR schedule, early stopping, the history and every random generator's state."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object  # an LR scheduler, or None for a constant rate
+    generator: torch.Generator  # data order and augmentation
+    stopper: EarlyStopping
+    history: History = field(default_factory=History)
+    epoch: int = 0  # the last epoch completed
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "early_stopping": self.stopper.state_dict(), "history": self.history.to_dict(),
+                "rng": checkpoint.rng_states(self.generator)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.stopper.load_state_dict(state["early_stopping"])
+        self.history = History.from_dict(state["history"])
+        self.epoch = state["epoch"]
+        checkpoint.set_rng_states(state["rng"], self.generator)  # last: loading above draws nothing, but be sure
+
+
+@dataclass
+class Checkpoints:
+    """Where a run writes a checkpoint after every epoch, the run's settings recorded in each (what
+    ``resume_run`` reads back), and the checkpoint a resumed run continues from."""
+
+    folder: str
+    settings: dict
+    previous: dict | None = None
+
+    def start(self, state: TrainingState, device: torch.device, data: dict) -> None:
+        """Note what this run trains on and where, and continue from ``previous`` if there is one."""
+        self._about = {"settings": self.settings, "device": device.type, "data": data,
+                       "torch_version": torch.__version__}
+        if self.previous is None:
+            return
+        for key, what in (("device", "a device of another kind"), ("data", "other training data")):
+            if self.previous[key] != self._about[key]:
+                raise TrainingError(f"{self.folder}: the checkpoint was written for {what} "
+                                    f"({self.previous[key]}, not {self._about[key]}): resume it as it was started")
+        state.load_state_dict(self.previous["training"])
+
+    def save(self, state: TrainingState) -> None:
+        checkpoint.write(self.folder, {**self._about, "training": state.state_dict()})
+
+    def kept(self, epoch: int) -> str:
+        """How to say, after a failure in the next epoch, which checkpoint is left."""
+        return f"; the checkpoint of epoch {epoch} in {self.folder} is kept" if epoch >= 1 else ""
+
+
+def _data_digest(images: np.ndarray, labels: np.ndarray) -> dict:
+    """Identifies the training data, so a checkpoint is never continued on other digits."""
+    digest = hashlib.sha256(np.ascontiguousarray(images).data)
+    digest.update(np.ascontiguousarray(labels).astype(np.int64).data)
+    return {"n": len(images), "sha256": digest.hexdigest()}
 
 
 def _load_teacher(config: TrainConfig, device: torch.device):
@@ -246,6 +406,10 @@ def _train_one_epoch(model, x, y, optimizer, scheduler, config, generator, epoch
             xb = augment_batch(xb, yb, generator, config.augment_recipe).contiguous(memory_format=torch.channels_last)
         logits = model(xb)
         loss = _loss(logits, yb, xb, teacher, config)
+        if not torch.isfinite(loss):  # stop before a NaN reaches the weights
+            bar.close()
+            raise NonFiniteLoss(f"the training loss became {loss.item()} at epoch {epoch}, batch {step + 1} "
+                                f"of {len(batches)}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -301,30 +465,160 @@ def training_config(architecture: str, **overrides) -> TrainConfig:
     return TrainConfig(**{**preset, **{k: v for k, v in overrides.items() if v is not None}})
 
 
-def train_architecture(architecture: str, data, config: TrainConfig, model_options: dict | None = None,
-                       out: str | None = None) -> TrainResult:
-    """Build a registered architecture, train it on MNIST's training set, score it on the test set, save it."""
+@dataclass
+class Run:
+    """One training run as the CLI or the API asks for it, checked whole (``check``) before any data is
+    loaded. Its ``settings`` go into every checkpoint, so that ``resume_run`` continues it unchanged."""
+
+    architecture: str
+    config: TrainConfig
+    model_options: dict = field(default_factory=dict)  # the constructor options given; the rest: the preset
+    out: str | None = None  # the model file to write
+    checkpoint_dir: str | None = None  # where a checkpoint is written after every epoch
+    previous: dict | None = None  # the checkpoint a resumed run continues from
+
+    def check(self, n_train: int = MNIST_TRAIN_SIZE) -> "Run":
+        """Raise a one-line error for any setting or output path that would fail later; returns the run."""
+        from .persist import read_metadata
+
+        self.config.validate(n_train)
+        resolve_device(self.config.device)
+        _check_model(self.architecture, self.model_options)
+        if self.config.teacher:
+            read_metadata(self.config.teacher)  # a missing or foreign teacher file fails here, not after loading
+        if self.out is not None:
+            check_writable(self.out)
+        if self.checkpoint_dir is not None:
+            check_writable(self.checkpoint_dir, folder=True)
+            if self.previous is None and checkpoint.checkpoint_path(self.checkpoint_dir).exists():
+                raise ConfigError(f"{self.checkpoint_dir} already holds a training checkpoint: resume that run, "
+                                  f"or give another folder")
+        return self
+
+    def settings(self) -> dict:
+        """What a checkpoint records to continue the run, and to refuse continuing it any other way."""
+        recorded = {"architecture": self.architecture, "model_options": self.model_options,
+                    "config": self.config.settings(), "out": _absolute(self.out)}
+        if self.config.augment:  # the values: a recipe's name could come to mean other values
+            recorded["augment_recipe_values"] = recipe_named(self.config.augment_recipe).to_dict()
+        if self.config.teacher:
+            recorded["teacher_sha256"] = _file_sha256(self.config.teacher)
+        return recorded
+
+    def checkpoints(self) -> Checkpoints | None:
+        if self.checkpoint_dir is None:
+            return None
+        return Checkpoints(self.checkpoint_dir, self.settings(), self.previous)
+
+    def seconds_before(self) -> float:
+        """Training time the interrupted part of a resumed run already spent."""
+        return sum(self.previous["training"]["history"]["seconds"]) if self.previous else 0.0
+
+
+def new_run(architecture: str = DEFAULT_ARCHITECTURE, model_options: dict | None = None, out: str | None = None,
+            checkpoint_dir: str | None = None, n_train: int = MNIST_TRAIN_SIZE, **overrides) -> Run:
+    """A checked run of the architecture's preset with the given overrides (None keeps the preset)."""
+    config = training_config(architecture, **overrides)
+    return Run(architecture, config, _given(model_options), out, checkpoint_dir).check(n_train)
+
+
+def resume_run(checkpoint_dir: str, architecture: str | None = None, model_options: dict | None = None,
+               out: str | None = None, device: str | None = None, progress: bool = True,
+               write_to: str | None = None, **overrides) -> Run:
+    """The run checkpointed in ``checkpoint_dir``, to continue with its own settings, writing its next
+    checkpoints there too. A setting given here (``write_to``: a checkpoint folder) must equal the recorded
+    one; None means not given. ``device`` and ``progress`` are free."""
+    from .models import model_config
+
+    previous = checkpoint.read(checkpoint_dir)
+    settings = previous["settings"]
+    recorded = {"architecture": settings["architecture"], **settings["config"],
+                **model_config(settings["architecture"], **settings["model_options"]),
+                "out": settings["out"], "checkpoint_dir": _absolute(checkpoint_dir)}
+    given = {"architecture": architecture, **_given(model_options), **overrides, "out": _absolute(out),
+             "checkpoint_dir": _absolute(write_to)}
+    for name, value in given.items():
+        if name not in recorded:
+            raise ConfigError(f"unknown training setting {name!r}")
+        if value is not None and recorded[name] is not None and value != recorded[name]:
+            raise ConfigError(f"{name} {value!r} conflicts with the run checkpointed in {checkpoint_dir} "
+                              f"({name} {recorded[name]!r}): a resumed run keeps its own settings")
+    config = TrainConfig.from_dict({**settings["config"], "device": device or settings["config"]["device"],
+                                    "progress": progress})
+    run = Run(settings["architecture"], config, settings["model_options"], settings["out"] or out,
+              str(checkpoint_dir), previous).check(previous["data"]["n"])
+    _check_unchanged(run, settings)
+    return run
+
+
+def _check_unchanged(run: Run, recorded: dict) -> None:
+    """Refuse to resume when a file or a name the run depends on now means something else."""
+    now = run.settings()
+    if now.get("augment_recipe_values") != recorded.get("augment_recipe_values"):
+        raise ConfigError(f"the augmentation recipe {run.config.augment_recipe!r} is not what it was when the run "
+                          f"in {run.checkpoint_dir} started, so resuming could not repeat it")
+    if now.get("teacher_sha256") != recorded.get("teacher_sha256"):
+        raise ConfigError(f"{run.config.teacher}: the teacher model file has changed since the run in "
+                          f"{run.checkpoint_dir} started; resuming needs the same file")
+
+
+def train_run(run: Run, data) -> TrainResult:
+    """Build the run's model, train it on MNIST's training set (continuing a resumed run), score it on the
+    test set and save it."""
     from .evaluate import evaluate
     from .models import build_model, model_config
 
-    options = {k: v for k, v in (model_options or {}).items() if v is not None}
-    torch.manual_seed(config.seed)  # the same seed gives the same initial weights
-    model = build_model(architecture, **options)
+    torch.manual_seed(run.config.seed)  # the same seed gives the same initial weights
+    model = build_model(run.architecture, **run.model_options)
     started = time.perf_counter()
-    history = fit(model, data.train_images, data.train_labels, config)
-    train_seconds = time.perf_counter() - started
+    history = fit(model, data.train_images, data.train_labels, run.config, run.checkpoints())
+    train_seconds = time.perf_counter() - started + run.seconds_before()
     evaluation = evaluate(model, data.test_images, data.test_labels)
-    result = TrainResult(model, architecture, model_config(architecture, **options), config, history, evaluation,
-                         train_seconds)
-    if out is not None:
-        result.model_path = str(save_result(result, out, data.sha256))
+    result = TrainResult(model, run.architecture, model_config(run.architecture, **run.model_options), run.config,
+                         history, evaluation, train_seconds)
+    if run.out is not None:
+        result.model_path = str(save_result(result, run.out, data.sha256))
     return result
+
+
+def train_architecture(architecture: str, data, config: TrainConfig, model_options: dict | None = None,
+                       out: str | None = None, checkpoint_dir: str | None = None) -> TrainResult:
+    """Build a registered architecture, train it on MNIST's training set, score it on the test set, save it."""
+    run = Run(architecture, config, _given(model_options), out, checkpoint_dir)
+    return train_run(run.check(len(data.train_images)), data)
+
+
+def _check_model(architecture: str, options: dict) -> None:
+    """Build the model on the meta device: the options are checked without memory or random draws."""
+    from .models import build_model
+
+    try:
+        with torch.device("meta"):
+            model = build_model(architecture, **options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{architecture}: invalid options {options} ({exc})") from None
+    size = sum(p.numel() for p in model.parameters())
+    if size > MAX_PARAMETERS:
+        raise ConfigError(f"{architecture} with {options} has {size:,} parameters, more than the "
+                          f"{MAX_PARAMETERS:,} allowed")
+
+
+def _given(options: dict | None) -> dict:
+    return {k: v for k, v in (options or {}).items() if v is not None}
+
+
+def _absolute(path) -> str | None:
+    return str(Path(path).absolute()) if path is not None else None
+
+
+def _file_sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def save_result(result: TrainResult, path, dataset_sha256: str):
     from . import persist
 
-    training = {k: v for k, v in asdict(result.train_config).items() if k not in ("progress",)}
+    training = result.train_config.settings()
     if result.train_config.augment:  # the values themselves: a recipe's name may mean other values later
         training["augment_recipe_values"] = recipe_named(result.train_config.augment_recipe).to_dict()
     metrics = {k: v for k, v in result.evaluation.summary().items() if k != "confusion_matrix"}
