@@ -42,20 +42,17 @@ _WARM_UP_DIGIT[4:24, 13:16] = 255  # a "1": a blank image would stop at "no digi
 
 def create_app(model=None, *, device: str = "auto", max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
                max_batch_files: int = DEFAULT_MAX_BATCH_FILES, log_requests: bool = False,
-               torch_threads: int | None = None) -> FastAPI:
+               torch_threads: int | None = None, engine: str = "torch") -> FastAPI:
     """Build the app around one model, loaded (and warmed up) here, once.
 
     ``model``: a model file path, a ``LoadedModel``, a ready ``Predictor``, or None for the shipped model.
     ``log_requests``: log one line per request (method, path, status, milliseconds) on this module's logger.
-    ``torch_threads``: torch's intra-op threads for this process (None: leave torch's default). The server's
+    ``torch_threads``: the engine's intra-op threads for this process (None: the engine's default). The server's
     forward passes are small, so extra threads gain little, and on a busy machine a parallel region
     waits for its slowest thread: on 2 shared cores, 1 thread was 4-40x faster per image than 2.
+    ``engine``: what runs the model, a name from ``engines.ENGINES`` (a ready ``Predictor`` brings its own).
     """
-    if torch_threads:
-        import torch
-
-        torch.set_num_threads(torch_threads)
-    service = Service(_predictor(model, device), max_request_bytes=max_request_bytes,
+    service = Service(_predictor(model, device, engine, torch_threads), max_request_bytes=max_request_bytes,
                       max_batch_files=max_batch_files)
 
     @asynccontextmanager
@@ -80,14 +77,15 @@ def create_app(model=None, *, device: str = "auto", max_request_bytes: int = DEF
     return app
 
 
-def _predictor(model, device: str):
+def _predictor(model, device: str, engine: str, threads: int | None):
+    from ..engines import open_engine
     from ..predict import Predictor
 
     if isinstance(model, Predictor):
         return model
     # workers=1: the server's batches are small and arrive many times a second; decoding them in-process
     # beats shipping them to worker processes (and forking a threaded server is best avoided).
-    return Predictor(model, device=device, workers=1)
+    return Predictor(open_engine(engine, model, device=device, threads=threads), workers=1)
 
 
 class Service:
@@ -116,7 +114,8 @@ class Service:
 
     def model_info(self) -> dict:
         return jsonable_encoder({**self.predictor.metadata,
-                                 "server": {"max_request_bytes": self.max_request_bytes,
+                                 "server": {"engine": self.predictor.engine.name,
+                                            "max_request_bytes": self.max_request_bytes,
                                             "max_batch_files": self.max_batch_files,
                                             "batching": self.batcher.stats()}})
 

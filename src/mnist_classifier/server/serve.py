@@ -18,7 +18,7 @@ LOG_FORMAT = "%(asctime)s %(message)s"
 
 
 def serve(model=None, host: str = "127.0.0.1", port: int = 8000, device: str = "auto", workers: int = 1,
-          log_requests: bool = True) -> None:
+          log_requests: bool = True, engine: str = "torch") -> None:
     """Serve until interrupted. A bad model file fails here, with one line, before the port is opened."""
     import uvicorn
 
@@ -32,12 +32,13 @@ def serve(model=None, host: str = "127.0.0.1", port: int = 8000, device: str = "
     options = dict(host=host, port=port, access_log=False,  # our own request log line carries the latency
                    log_config=_log_config(), timeout_graceful_shutdown=5)
     if workers == 1:
-        app = create_app(model, device=device, log_requests=log_requests, torch_threads=torch_threads(1))
+        app = create_app(model, device=device, log_requests=log_requests, torch_threads=torch_threads(1),
+                         engine=engine)
         uvicorn.run(app, **options)
         return
     read_metadata(model or pretrained_path())  # a bad model file: one clear line now, not one per worker
     os.environ[_SETTINGS_ENV] = json.dumps({"model": None if model is None else str(model), "device": device,
-                                            "log_requests": log_requests, "workers": workers})
+                                            "log_requests": log_requests, "workers": workers, "engine": engine})
     uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
 
 
@@ -48,7 +49,7 @@ def app_from_environment():
     settings = json.loads(os.environ.get(_SETTINGS_ENV, "{}"))
     return create_app(settings.get("model"), device=settings.get("device", "auto"),
                       log_requests=settings.get("log_requests", True),
-                      torch_threads=torch_threads(settings.get("workers", 1)))
+                      torch_threads=torch_threads(settings.get("workers", 1)), engine=settings.get("engine", "torch"))
 
 
 def torch_threads(workers: int) -> int:
