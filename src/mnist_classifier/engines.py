@@ -119,11 +119,12 @@ class OnnxEngine:
             if not path.is_file():
                 raise ModelFileError(f"{path}: model file not found")
             return cls(path.read_bytes(), str(path), threads)
-        from . import onnx_export  # exporting needs torch; an exported file above does not
+        if model is not None and not isinstance(model, (str, os.PathLike)):
+            raise ConfigError("the onnx engine reads a model file (.onnx, or .safetensors to export), "
+                              f"not a {type(model).__name__}")
+        from .onnx_export import cached_export  # exporting needs torch; an exported file above does not
 
-        if model is not None and not isinstance(model, (str, os.PathLike)):  # a LoadedModel: export it as it is
-            return cls(onnx_export.to_onnx(model.model, model.metadata), str(model.path), threads)
-        path, onnx_bytes = onnx_export.cached_export(model)
+        path, onnx_bytes = cached_export(model)
         return cls(onnx_bytes, str(path), threads)
 
     def probabilities(self, images) -> np.ndarray:
@@ -144,7 +145,8 @@ def engine_names(command: str) -> list[str]:
 
 
 def open_engine(name: str = DEFAULT_ENGINE, model=None, device: str = "auto", threads: int | None = None):
-    """The named engine around ``model`` (a path, a ``persist.LoadedModel``, or None: the shipped model).
+    """The named engine around ``model``: a model file, or None for the shipped model (the torch engine also
+    takes a ``persist.LoadedModel``).
 
     ``threads``: the engine's intra-op threads (None: torch's default; for onnxruntime every core available).
     """
