@@ -221,9 +221,10 @@ def test_evaluate_with_the_onnx_engine_answers_as_torch(exported, pretrained, mn
 def test_serve_with_the_onnx_engine_answers_as_torch(exported, digit_files, pretrained, tmp_path):
     port, log_path = free_port(), tmp_path / "serve.log"
     with open(log_path, "w") as log:
+        # Two worker processes: the engine's name must reach each of them, and the model is checked first.
         process = subprocess.Popen([sys.executable, "-m", "mnist_classifier.cli", "serve", "--engine", "onnx",
-                                    "--model", str(exported[1]), "--port", str(port)], stdout=log,
-                                   stderr=subprocess.STDOUT)
+                                    "--model", str(exported[1]), "--port", str(port), "--workers", "2"],
+                                   stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(url, process, log_path)

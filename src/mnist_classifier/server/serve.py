@@ -22,7 +22,7 @@ def serve(model=None, host: str = "127.0.0.1", port: int = 8000, device: str = "
     """Serve until interrupted. A bad model file fails here, with one line, before the port is opened."""
     import uvicorn
 
-    from ..persist import pretrained_path, read_metadata
+    from ..engines import open_engine
     from .app import create_app
 
     if workers < 1:
@@ -36,7 +36,8 @@ def serve(model=None, host: str = "127.0.0.1", port: int = 8000, device: str = "
                          engine=engine)
         uvicorn.run(app, **options)
         return
-    read_metadata(model or pretrained_path())  # a bad model file: one clear line now, not one per worker
+    # A bad model file: one clear line now, not one per worker (and an onnx export lands in the cache once).
+    open_engine(engine, model, device=device)
     os.environ[_SETTINGS_ENV] = json.dumps({"model": None if model is None else str(model), "device": device,
                                             "log_requests": log_requests, "workers": workers, "engine": engine})
     uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
