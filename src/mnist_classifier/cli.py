@@ -80,6 +80,14 @@ def _device_argument(parser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
 
 
+def _engine_argument(parser, command: str) -> None:
+    from .engines import DEFAULT_ENGINE, engine_names
+
+    parser.add_argument("--engine", default=DEFAULT_ENGINE, choices=engine_names(command),
+                        help=f"what runs the model (default: {DEFAULT_ENGINE}); onnx: onnxruntime on the CPU, with MODEL "
+                             "an exported .onnx file (a .safetensors model is exported on the fly and cached)")
+
+
 def _data_dir_argument(parser) -> None:
     parser.add_argument("--data-dir", default=None,
                         help="folder with the four MNIST files (default: MNIST_DATA, the cache, or a download)")
@@ -193,25 +201,25 @@ def add_evaluate(sub) -> None:
     p.add_argument("--images", metavar="DIR", help="score on the labelled folder DIR/0 ... DIR/9 instead of MNIST")
     _data_dir_argument(p)
     _device_argument(p)
+    _engine_argument(p, "evaluate")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run_evaluate)
 
 
 def run_evaluate(args) -> int:
     from .data import load_mnist
+    from .engines import open_engine
     from .evaluate import evaluate
-    from .inference import resolve_device
-    from .persist import load_model, pretrained_path
 
     if args.model and args.model_option and args.model != args.model_option:
         raise ConfigError(f"two models given ({args.model} and --model {args.model_option}): give one")
     model = args.model or args.model_option
     if args.images:
         return _evaluate_images(args, model)
-    loaded = load_model(model or pretrained_path(), device=resolve_device(args.device))
+    engine = open_engine(args.engine, model, device=args.device)
     data = load_mnist(args.data_dir, progress=not args.json)
-    summary = {"model": str(loaded.path), "architecture": loaded.metadata["architecture"],
-               **evaluate(loaded.model, data.test_images, data.test_labels).summary()}
+    summary = {"model": engine.model_path, "architecture": engine.metadata["architecture"], "engine": engine.name,
+               **evaluate(engine, data.test_images, data.test_labels).summary()}
     if args.json:
         _print_json(summary)
     else:
@@ -223,9 +231,10 @@ def _evaluate_images(args, model) -> int:
     from .labelled import evaluate_images
     from .predict import Predictor
 
-    predictor = Predictor(model, device=args.device)
+    predictor = Predictor(model, device=args.device, engine=args.engine)
     scored = evaluate_images(args.images, predictor)
-    summary = {"model": predictor.model_path, "architecture": predictor.metadata["architecture"], **scored.summary()}
+    summary = {"model": predictor.model_path, "architecture": predictor.metadata["architecture"],
+               "engine": predictor.engine.name, **scored.summary()}
     for line in summary["warnings"] + summary["unreadable_files"] + summary["no_digit_files"]:
         _warn(args.command, line)
     if args.json:
@@ -410,6 +419,7 @@ def add_serve(sub) -> None:
     p.add_argument("--max-image-pixels", type=int, metavar="N",
                    help="largest image accepted, in pixels (width x height), checked before decoding; "
                         f"larger ones get 413 (default: {_server_default('DEFAULT_MAX_IMAGE_PIXELS')})")
+    _engine_argument(p, "serve")
     p.set_defaults(run=run_serve)
 
 
@@ -423,7 +433,8 @@ def run_serve(args) -> int:
     from .server.serve import serve
 
     serve(model=args.model, host=args.host, port=args.port, device=args.device, workers=args.workers,
-          allowed_hosts=args.allowed_hosts, max_pending=args.max_pending, max_image_pixels=args.max_image_pixels)
+          allowed_hosts=args.allowed_hosts, max_pending=args.max_pending, max_image_pixels=args.max_image_pixels,
+          engine=args.engine)
     return 0
 
 
@@ -447,6 +458,7 @@ def add_predict(sub) -> None:
                    help="confidence below which an answer is flagged uncertain (default: 0.6)")
     p.add_argument("--top-k", type=int, default=3, help="alternatives listed per image in --json (default: 3)")
     _device_argument(p)
+    _engine_argument(p, "predict")
     p.add_argument("--workers", type=int, default=None,
                    help="decoding processes (default and most: the cores this process may use)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -465,7 +477,7 @@ def run_predict(args) -> int:
         raise ConfigError(f"no images found in {' '.join(args.paths)} (extensions: {', '.join(extensions)})")
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     predictor = Predictor(args.model, device=args.device, threshold=threshold, workers=args.workers,
-                          top_k=args.top_k)
+                          top_k=args.top_k, engine=args.engine)
     if args.workers and args.workers > predictor.workers:
         _warn(args.command, f"--workers {args.workers}: this process may use {predictor.workers} cores, "
                             f"so {predictor.workers} decoding processes are started")
@@ -495,9 +507,37 @@ def run_predict(args) -> int:
     return 1 if failed else 0
 
 
+# ---------------------------------------------------------------- export
+
+def add_export(sub) -> None:
+    p = sub.add_parser("export", help="write a model as ONNX, for onnxruntime and other ONNX runtimes",
+                       description="Export a model file to ONNX: input 'images' float32 (N, 1, 28, 28), "
+                                   "ink in [0, 1] on a 0 background, for any N; output 'probabilities' (N, 10). "
+                                   "The MNIST standardization is inside the graph, an ensemble is one graph, and "
+                                   "the model file's metadata is in the ONNX metadata_props. The export is checked "
+                                   "with onnx's checker and against torch in onnxruntime before it is written. "
+                                   "Needs the onnx extra: pip install 'mnist-classifier[onnx]'.")
+    _model_argument(p)
+    p.add_argument("--out", "-o", required=True, help="ONNX file to write (.onnx)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=run_export)
+
+
+def run_export(args) -> int:
+    from .onnx_export import export_model
+
+    summary = export_model(args.model, args.out)
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"{summary['model']} ({summary['architecture']}): wrote {summary['out']}, opset {summary['opset']}, "
+              f"{summary['bytes']:,} bytes, probabilities within {summary['max_probability_difference']:.1e} of torch")
+    return 0
+
+
 # ---------------------------------------------------------------- entry point
 
-SUBCOMMANDS = [add_train, add_evaluate, add_finetune, add_combine, add_predict, add_report, add_serve]
+SUBCOMMANDS = [add_train, add_evaluate, add_finetune, add_combine, add_predict, add_report, add_serve, add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:

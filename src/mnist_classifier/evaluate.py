@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix, log_loss
 
-from .inference import predict_proba, prepare_for_inference
+from .engines import as_engine
 
 DIGITS = list(range(10))
 NO_DIGIT = -1  # a predicted label: the image was read but held no digit (a wrong answer, never a confusion)
@@ -87,7 +87,8 @@ class Evaluation:
 
 
 def evaluate(model, images, labels) -> Evaluation:
-    """Run the model over images (uint8 (N, 28, 28) or model-ready floats) and score it against labels."""
-    probabilities = predict_proba(prepare_for_inference(model), images)
+    """Run the model (a torch module, or an engine from ``engines.open_engine``) over images (uint8 (N, 28, 28)
+    or model-ready floats) and score it against labels."""
+    probabilities = as_engine(model).probabilities(images)
     return Evaluation(y_true=np.asarray(labels).astype(np.int64), y_pred=probabilities.argmax(axis=1),
                       probabilities=probabilities)

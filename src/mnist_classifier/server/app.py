@@ -69,21 +69,19 @@ def create_app(model=None, *, device: str = "auto", max_request_bytes: int = DEF
                max_batch_files: int = DEFAULT_MAX_BATCH_FILES, max_pending: int = DEFAULT_MAX_PENDING,
                max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
                max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, allowed_hosts=DEFAULT_ALLOWED_HOSTS,
-               log_requests: bool = False, torch_threads: int | None = None) -> FastAPI:
+               log_requests: bool = False, torch_threads: int | None = None,
+               engine: str = "torch") -> FastAPI:
     """Build the app around one model, loaded (and warmed up) here, once.
 
     ``model``: a model file path, a ``LoadedModel``, a ready ``Predictor``, or None for the shipped model.
     ``allowed_hosts``: the names clients may use to reach the server (Host header); ``["*"]``: any.
     ``log_requests``: log one line per request (method, path, status, milliseconds) on this module's logger.
-    ``torch_threads``: torch's intra-op threads for this process (None: leave torch's default). The server's
+    ``torch_threads``: the engine's intra-op threads for this process (None: the engine's default). The server's
     forward passes are small, so extra threads gain little, and on a busy machine a parallel region
     waits for its slowest thread: on 2 shared cores, 1 thread was 4-40x faster per image than 2.
+    ``engine``: what runs the model, a name from ``engines.ENGINES`` (a ready ``Predictor`` brings its own).
     """
-    if torch_threads:
-        import torch
-
-        torch.set_num_threads(torch_threads)
-    service = Service(_predictor(model, device), max_request_bytes=max_request_bytes,
+    service = Service(_predictor(model, device, engine, torch_threads), max_request_bytes=max_request_bytes,
                       max_batch_files=max_batch_files, max_pending=max_pending,
                       lanes=Lanes(max_image_pixels))
 
@@ -113,14 +111,15 @@ def create_app(model=None, *, device: str = "auto", max_request_bytes: int = DEF
     return app
 
 
-def _predictor(model, device: str):
+def _predictor(model, device: str, engine: str, threads: int | None):
+    from ..engines import open_engine
     from ..predict import Predictor
 
     if isinstance(model, Predictor):
         return model
     # workers=1: the server's batches are small and arrive many times a second; decoding them in-process
     # beats shipping them to worker processes (and forking a threaded server is best avoided).
-    return Predictor(model, device=device, workers=1)
+    return Predictor(open_engine(engine, model, device=device, threads=threads), workers=1)
 
 
 class Service:
@@ -230,7 +229,8 @@ class Service:
 
     def model_info(self) -> dict:
         return jsonable_encoder({**self.predictor.metadata,
-                                 "server": {"max_request_bytes": self.max_request_bytes,
+                                 "server": {"engine": self.predictor.engine.name,
+                                            "max_request_bytes": self.max_request_bytes,
                                             "max_batch_files": self.max_batch_files,
                                             "max_pending": self.max_pending,
                                             "max_image_pixels": self.lanes.max_image_pixels,

@@ -71,7 +71,7 @@ class ModelInfo(BaseModel):
     model_config = {"extra": "allow"}
     architecture: str
     metrics: dict = Field(description="test-set accuracy, loss, n, per-class figures, most confused pairs")
-    server: dict = Field(description="max_request_bytes, max_batch_files, batching statistics")
+    server: dict = Field(description="engine, max_request_bytes, max_batch_files, batching statistics")
 
 
 _BINARY = {"type": "string", "format": "binary"}

@@ -23,7 +23,7 @@ LOG_FORMAT = "%(asctime)s %(message)s"
 
 
 def serve(model=None, host: str = "127.0.0.1", port: int = 8000, device: str = "auto", workers: int = 1,
-          log_requests: bool = True, allowed_hosts=None, **limits) -> None:
+          log_requests: bool = True, allowed_hosts=None, engine: str = "torch", **limits) -> None:
     """Serve until interrupted. A bad model file fails here, with one line, before the port is opened.
 
     ``allowed_hosts``: Host header values to answer (None: localhost, plus ``host`` when it names one
@@ -31,7 +31,7 @@ def serve(model=None, host: str = "127.0.0.1", port: int = 8000, device: str = "
     """
     import uvicorn
 
-    from ..persist import pretrained_path, read_metadata
+    from ..engines import open_engine
     from .app import create_app
 
     if workers < 1:
@@ -46,12 +46,14 @@ def serve(model=None, host: str = "127.0.0.1", port: int = 8000, device: str = "
     options = uvicorn_options(host, port)
     if workers == 1:
         app = create_app(model, device=device, log_requests=log_requests, torch_threads=torch_threads(1),
-                         **settings)
+                         engine=engine, **settings)
         uvicorn.run(app, **options)
         return
-    read_metadata(model or pretrained_path())  # a bad model file: one clear line now, not one per worker
+    # A bad model file: one clear line now, not one per worker (and an onnx export lands in the cache once).
+    open_engine(engine, model, device=device)
     os.environ[_SETTINGS_ENV] = json.dumps({"model": None if model is None else str(model), "device": device,
-                                            "log_requests": log_requests, "workers": workers, **settings})
+                                            "log_requests": log_requests, "workers": workers, "engine": engine,
+                                            **settings})
     uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
 
 
@@ -78,6 +80,7 @@ def app_from_environment():
     workers = settings.pop("workers", 1)
     return create_app(settings.pop("model", None), device=settings.pop("device", "auto"),
                       log_requests=settings.pop("log_requests", True), torch_threads=torch_threads(workers),
+                      engine=settings.pop("engine", "torch"),
                       **settings)
 
 
