@@ -169,3 +169,10 @@ def test_cli_engine_ray_json_and_parquet(local_ray, folder, tmp_path):
     assert by_path[missing]["error"] == f"{missing}: file not found"
     assert by_path[str(small / "text.png")]["error"] == f"{small / 'text.png'}: not an image (unrecognised file format)"
     assert (by_path[str(small / "00001.png")]["digit"], by_path[str(small / "00002.png")]["digit"]) == (2, 1)
+
+
+def test_the_core_package_never_imports_ray():
+    code = ("import sys, mnist_classifier, mnist_classifier.cli, mnist_classifier.predict, mnist_classifier.api; "
+            "mnist_classifier.cli.build_parser(); print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -35,6 +35,7 @@ from .predict import CSV_FIELDS, MODEL_BATCH, NUMBER_CSV_FIELDS, Predictor, coll
 from .preprocess import IMAGE_EXTENSIONS, MNIST_SIDE, prepare_batch
 from .segment import Segment, prepare_number
 
+LOCAL_BLOCK = 1024   # local files per decoding task: a fraction of a second of work, many tasks per core
 CLASSIFY_CPUS = 0.5  # the model needs a fraction of the time decoding does; it shares a core with a decoder
 
 # The output's columns are the CSV's (predict.CSV_FIELDS, NUMBER_CSV_FIELDS), in its order, plus the
@@ -53,9 +54,9 @@ def schema(number: bool = False) -> pa.Schema:
 # ---------------------------------------------------------------------------------------------- decoding
 
 def _sources(batch: pa.Table) -> list:
-    # An empty object is an empty file wherever it was stored; the one empty file every machine has lets
-    # the local engine's file reader word it exactly as it does for a local file. Without bytes (a path
-    # that is missing or not a file) the reader opens the path itself and says what is wrong with it.
+    # Without bytes (a local file) the local engine's reader opens the path itself. An empty object is an
+    # empty file wherever it was stored: the one empty file every machine has lets that reader word it
+    # exactly as it does for a local file.
     return [path if data is None else data if len(data) else os.devnull
             for data, path in zip(batch["bytes"].to_pylist(), batch["path"].to_pylist())]
 
@@ -179,19 +180,20 @@ def predict_files(paths, model=None, number: bool = False, recursive: bool = Fal
                   threshold: float | None = None) -> "ray.data.Dataset":
     """Files, folders, globs and URIs (s3://, gs://, any filesystem pyarrow has) -> one row per file.
 
-    Local paths are expanded as the local engine expands them (``collect_images``: the same files, a missing
-    one a "file not found" row); URIs are listed by Ray, recursively, keeping ``extensions``.
+    URIs are listed and read by Ray Data (``read_binary_files``: folders recursively, keeping
+    ``extensions``). Local paths are expanded as the local engine expands them (``collect_images``) and
+    each decoding task opens its files with the local engine's reader, so both engines read the same files
+    and word a missing, empty or unreadable one alike; on a cluster they must be on a shared mount.
     """
     extensions = list(extensions or IMAGE_EXTENSIONS)
-    uris = [p for p in paths if "://" in str(p)]
+    uris = [str(p) for p in paths if "://" in str(p)]
     local = collect_images([p for p in paths if "://" not in str(p)], recursive=recursive, extensions=extensions)
-    files = [p for p in local if os.path.isfile(p)]
-    parts = [ray.data.read_binary_files(files, include_paths=True)] if files else []
-    parts += [ray.data.read_binary_files(uris, include_paths=True, file_extensions=extensions)] if uris else []
-    unreadable = [p for p in local if not os.path.isfile(p)]
-    if unreadable:  # no bytes: decoding opens the path itself and says why it cannot
-        parts.append(ray.data.from_arrow(pa.table({"bytes": pa.array([None] * len(unreadable), pa.binary()),
-                                                   "path": pa.array(unreadable, pa.string())})))
+    parts = [ray.data.read_binary_files(uris, include_paths=True, file_extensions=extensions)] if uris else []
+    if local:
+        # Ray Data resolves a list of paths one by one, milliseconds each: a list of local files is
+        # handed over as it is, in blocks of LOCAL_BLOCK, and read by the decoding tasks themselves.
+        listed = pa.table({"bytes": pa.nulls(len(local), pa.binary()), "path": pa.array(local, pa.string())})
+        parts.append(ray.data.from_arrow([listed.slice(i, LOCAL_BLOCK) for i in range(0, len(local), LOCAL_BLOCK)]))
     if not parts:
         raise ConfigError(f"no images found in {' '.join(map(str, paths))} (extensions: {', '.join(extensions)})")
     ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
