@@ -12,7 +12,8 @@ Steps, each a fresh `mnist-classifier` process measured from start to exit:
                 and the peak memory of the whole process tree (PSS, so shared memory counts once);
   costs         the per-image CPU cost of decoding and of classifying on one core (the same functions the
                 Ray tasks and actors run), Ray's start-up, and Ray's own cost per image: the CPU-seconds of
-                the Ray job beyond decoding and classifying. From these, the estimate for N nodes.
+                the Ray job beyond decoding and classifying (the slope between the two Ray runs' CPU-seconds).
+                From these, the estimate for N nodes.
 Writes benchmarks/results/ray.json.
 """
 
@@ -107,16 +108,27 @@ def _pss_mb(pids: list[int]) -> float:
     return total / 1024
 
 
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 def run_tree_measured(args: list[str], stdout=subprocess.DEVNULL) -> dict:
-    """Run a command; wall seconds and the peak PSS of it and every process it starts (Ray's too)."""
+    """Run a command; wall seconds, and over it and every process it starts (Ray's too) the peak PSS and the
+    CPU-seconds (the latter unaffected by other work on a shared machine)."""
     started = time.perf_counter()
     child = subprocess.Popen(["nice", *args], stdout=stdout, stderr=subprocess.PIPE, text=True)
-    peak = [0.0]
+    peak, cpu = [0.0], {}
 
     def sample():
         while child.poll() is None:
-            peak[0] = max(peak[0], _pss_mb(_descendants(child.pid)))
-            time.sleep(0.5)
+            pids = _descendants(child.pid)
+            peak[0] = max(peak[0], _pss_mb(pids))
+            cpu.update({p: max(cpu.get(p, 0.0), _cpu_seconds(p)) for p in pids})
+            time.sleep(0.25)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -125,7 +137,8 @@ def run_tree_measured(args: list[str], stdout=subprocess.DEVNULL) -> dict:
     sampler.join()
     if child.returncode not in (0, 1):  # 1: some files could not be read, as intended
         raise SystemExit(f"{' '.join(args)} failed with code {child.returncode}: {err.strip()[-600:]}")
-    return {"seconds": round(wall, 2), "peak_pss_mb": round(peak[0]), "load_average": os.getloadavg()[0]}
+    return {"seconds": round(wall, 2), "cpu_seconds": round(sum(cpu.values()), 2), "peak_pss_mb": round(peak[0]),
+            "load_average_after": os.getloadavg()[0]}
 
 
 # ---------------------------------------------------------------------------------------------- steps
@@ -152,11 +165,12 @@ def throughput(folder: Path, out: Path, n: int) -> dict:
     ray = run_tree_measured([*CLI, "predict", "--engine", "ray", str(folder), "--parquet", str(out)])
     for run in (local, ray):
         run["images_per_s"] = round(n / run["seconds"], 1)
-    return {"n": n, "local": local, "ray": ray, "ray_vs_local": round(local["seconds"] / ray["seconds"], 3)}
+    return {"n": n, "local": local, "ray": ray, "ray_vs_local": round(local["seconds"] / ray["seconds"], 3),
+            "ray_vs_local_by_cpu_seconds": round(local["cpu_seconds"] / ray["cpu_seconds"], 3)}
 
 
 def per_image_costs(paths: list[str]) -> dict:
-    """One core, no Ray: decoding+normalizing bytes, and classifying (the Ray tasks' and actors' work)."""
+    """One core, no Ray: reading+decoding+normalizing, and classifying (the Ray tasks' and actors' work)."""
     import torch
 
     from mnist_classifier.predict import Predictor
@@ -165,7 +179,7 @@ def per_image_costs(paths: list[str]) -> dict:
     torch.set_num_threads(1)
     data = [Path(p).read_bytes() for p in paths[:3000]]
     started = time.process_time()
-    prepared = prepare_batch(data, paths[:3000])
+    prepared = prepare_batch(paths[:3000])  # as a decoding task does: opening the files too
     decode = (time.process_time() - started) / len(data)
     predictor = Predictor(workers=1)
     predictor._classify(paths[:64], prepared[:64])  # warm-up
@@ -176,28 +190,29 @@ def per_image_costs(paths: list[str]) -> dict:
             "bytes_per_image": float(np.mean([len(d) for d in data]))}
 
 
-def ray_startup() -> float:
-    code = "import time; t = time.perf_counter(); from mnist_classifier import distributed; distributed.start(); " \
-           "print(time.perf_counter() - t)"
-    done = subprocess.run(["nice", sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(done.stdout.strip().splitlines()[-1])
+def ray_startup() -> dict:
+    """Starting a local Ray (and importing it and the package), then shutting it down, in a fresh process."""
+    code = "from mnist_classifier import distributed; distributed.start()"
+    return run_tree_measured([sys.executable, "-c", code])
 
 
-def estimate(costs: dict, run: dict, n: int, cores: int, startup: float) -> dict:
-    """Ray's own cost per image, from the measured job; then N nodes, assuming the work spreads evenly."""
-    job_seconds = run["seconds"] - startup
+def estimate(costs: dict, small: dict, large: dict, startup: dict) -> dict:
+    """Ray's cost as a fixed part and a part per image, from two measured jobs (the answers check and the
+    throughput run): the per-image part beyond decoding and classifying is Ray's own. Then N nodes, with the
+    per-image work spread evenly over every core and the fixed part paid once."""
+    per_image = (large["cpu_seconds"] - small["cpu_seconds"]) / (large["n"] - small["n"])
+    fixed_cpu = large["cpu_seconds"] - per_image * large["n"]
     work = costs["decode_cpu_s_per_image"] + costs["classify_cpu_s_per_image"]
-    overhead = max(0.0, job_seconds * cores / n - work)
-    per_image = work + overhead
     table = []
     for nodes in NODES:
         for node_cores in (2, 16):
             rate = nodes * node_cores / per_image
             table.append({"nodes": nodes, "cores_per_node": node_cores, "images_per_s": round(rate),
-                          "million_images_minutes": round((startup + 1e6 / rate) / 60, 1),
-                          "storage_mb_per_s": round(rate * costs["bytes_per_image"] / 1e6, 1)})
-    return {"ray_overhead_cpu_s_per_image": overhead, "cpu_s_per_image": per_image,
-            "overhead_share": overhead / per_image, "startup_s": startup, "nodes": table}
+                          "million_images_minutes": round((startup["seconds"] + 1e6 / rate) / 60, 1),
+                          "storage_mb_per_s": round(rate * costs["bytes_per_image"] / 1e6, 2)})
+    return {"cpu_s_per_image": per_image, "work_cpu_s_per_image": work,
+            "ray_overhead_cpu_s_per_image": per_image - work, "overhead_share": (per_image - work) / per_image,
+            "fixed_cpu_s": fixed_cpu, "startup": startup, "nodes": table}
 
 
 def main(argv=None) -> int:
@@ -218,9 +233,9 @@ def main(argv=None) -> int:
         results["throughput"] = throughput(tile(paths, tmp / "many", args.n), tmp / "many_out", args.n)
         print("throughput:", results["throughput"], flush=True)
         results["costs"] = per_image_costs(paths)
-        startup = ray_startup()
-        results["scaling"] = estimate(results["costs"], results["throughput"]["ray"], args.n, os.cpu_count(),
-                                      startup)
+        small = {"n": results["same_answers"]["files"], **results["same_answers"]["ray_run"]}
+        large = {"n": args.n, **results["throughput"]["ray"]}
+        results["scaling"] = estimate(results["costs"], small, large, ray_startup())
         print("scaling:", results["scaling"], flush=True)
     write_result("ray", results)
     return 0

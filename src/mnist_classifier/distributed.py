@@ -36,7 +36,7 @@ from .preprocess import IMAGE_EXTENSIONS, MNIST_SIDE, prepare_batch
 from .segment import Segment, prepare_number
 
 LOCAL_BLOCK = 1024   # local files per decoding task: a fraction of a second of work, many tasks per core
-CLASSIFY_CPUS = 0.5  # the model needs a fraction of the time decoding does; it shares a core with a decoder
+CLASSIFY_CPUS = 0.5  # an actor waits for decoded images part of the time: two share a core, or one a decoder's
 
 # The output's columns are the CSV's (predict.CSV_FIELDS, NUMBER_CSV_FIELDS), in its order, plus the
 # ``probabilities`` list of ``predict --json``; here only their Arrow types, text unless said otherwise.
@@ -155,13 +155,13 @@ def predict_dataset(ds: "ray.data.Dataset", model=None, number: bool = False, th
 
     ``model`` is a model file every node can read (default: the shipped model). ``actors`` is the size of
     the classifying pool: a number, or (min, max) to let Ray grow it with the load (default: 1 to one per
-    node). Lazy, like every Dataset: nothing runs until it is written or iterated.
+    two cores of the cluster). Lazy, like every Dataset: nothing runs until it is written or iterated.
 
     Ray Data's defaults make the job survive lost workers: a task is retried (3 times) and a dead actor is
     restarted and its unfinished batches sent again (without limit); a Python error in the code is not
     retried, since it would fail again.
     """
-    low, high = (actors, actors) if isinstance(actors, int) else actors or (1, _nodes())
+    low, high = (actors, actors) if isinstance(actors, int) else actors or (1, _cores() // 2 or 1)
     # Whole blocks (no batch_size): Ray then fuses decoding into the task that read the files, and a
     # block's bytes never travel. Ray Data bounds a block's size.
     decoded = ds.map_batches(decode_numbers if number else decode_digits, batch_format="pyarrow")
@@ -172,8 +172,8 @@ def predict_dataset(ds: "ray.data.Dataset", model=None, number: bool = False, th
         compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high))
 
 
-def _nodes() -> int:
-    return max(1, len([n for n in ray.nodes() if n.get("Alive")]))
+def _cores() -> int:
+    return int(ray.cluster_resources().get("CPU", 1))
 
 
 def predict_files(paths, model=None, number: bool = False, recursive: bool = False, extensions=None,
