@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import ray  # the [ray] extra, which the test command installs
 
 from mnist_classifier import distributed
+from mnist_classifier.errors import MNISTClassifierError
 from mnist_classifier.predict import CSV_FIELDS, NUMBER_CSV_FIELDS, Predictor, collect_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,10 +99,18 @@ def test_a_failed_job_leaves_no_output_and_keeps_the_previous_one(local_ray, tmp
     out.mkdir()
     (out / "previous.parquet").write_bytes(b"the last complete run")
     no_bytes = ray.data.from_items([{"path": "a.png"}])  # rows without their bytes: every task fails
-    with pytest.raises(Exception, match="bytes"):
+    with pytest.raises(MNISTClassifierError, match=f"^{out}: nothing written, the job failed"):
         distributed.write_parquet(distributed.predict_dataset(no_bytes), out)
     assert [p.name for p in tmp_path.iterdir()] == ["digits"]
     assert [p.name for p in out.iterdir()] == ["previous.parquet"]
+
+
+def test_an_unwritable_destination_fails_before_any_work(local_ray, folder, tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    out = tmp_path / "a_file" / "digits"
+    with pytest.raises(MNISTClassifierError, match=f"^{out}: nothing written"):
+        distributed.write_parquet(distributed.predict_files([str(folder / "00000.png")]), out)
+    assert [p.name for p in tmp_path.iterdir()] == ["a_file"]
 
 
 def _classifier_pids() -> set[int]:

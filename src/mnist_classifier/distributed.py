@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from .errors import ConfigError
+from .errors import ConfigError, MNISTClassifierError
 from .predict import CSV_FIELDS, MODEL_BATCH, NUMBER_CSV_FIELDS, Predictor, collect_images, csv_row
 from .preprocess import IMAGE_EXTENSIONS, MNIST_SIDE, prepare_batch
 from .segment import Segment, prepare_number
@@ -71,7 +71,7 @@ _SEGMENTED = pa.schema([("path", pa.string()), ("segments", pa.binary()), ("boxe
 
 
 def decode_digits(batch: pa.Table) -> pa.Table:
-    """Ray task: a block of file bytes -> each file's normalized 28x28 image, or its reason / error."""
+    """Ray task: a block of files (bytes, or local paths) -> each one's normalized 28x28, or reason / error."""
     names = batch["path"].to_pylist()
     prepared = prepare_batch(_sources(batch), names)
     return pa.table({"path": names,
@@ -82,7 +82,7 @@ def decode_digits(batch: pa.Table) -> pa.Table:
 
 
 def decode_numbers(batch: pa.Table) -> pa.Table:
-    """Ray task: a block of file bytes -> each image's digit segments (images and boxes), or reason / error."""
+    """Ray task: a block of files (bytes, or local paths) -> each one's digit segments, or reason / error."""
     names = batch["path"].to_pylist()
     prepared = [prepare_number(source, name) for source, name in zip(_sources(batch), names)]
     return pa.table({"path": names,
@@ -223,6 +223,14 @@ def start(address: str | None = None, num_cpus: int | None = None) -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 
+def _root_cause(exc: BaseException) -> str:
+    """The first line of the error under Ray's wrappers; Ray prints the task's own traceback above it."""
+    while (getattr(exc, "cause", None) or exc.__cause__) is not None:
+        exc = getattr(exc, "cause", None) or exc.__cause__
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 def write_parquet(ds: "ray.data.Dataset", out_dir: str | os.PathLike) -> tuple[int, int]:
     """Write the Dataset's rows into ``out_dir``, complete or not at all; return (rows, rows with an error).
 
@@ -232,19 +240,21 @@ def write_parquet(ds: "ray.data.Dataset", out_dir: str | os.PathLike) -> tuple[i
     """
     target = Path(out_dir).absolute()
     if target.exists() and not target.is_dir():
-        raise FileExistsError(f"{target}: exists and is not a folder")
-    target.parent.mkdir(parents=True, exist_ok=True)
+        raise ConfigError(f"{target}: exists and is not a folder")
     staging = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.part"
     old = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.old"
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()  # fails here, before any work, if the folder cannot be written
         ds.write_parquet(str(staging))
-        if not staging.exists():  # no rows at all: still an output, an empty folder
-            staging.mkdir()
         if target.exists():
             target.rename(old)
         staging.rename(target)
+    except Exception as exc:
+        raise MNISTClassifierError(f"{target}: nothing written, the job failed ({_root_cause(exc)})") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
-    errors = pq.read_table(target, columns=["error"], schema=pa.schema([("error", pa.string())]))["error"]
+    files = list(target.glob("*.parquet"))
+    errors = pq.read_table(files, columns=["error"])["error"] if files else pa.chunked_array([], pa.string())
     return len(errors), len(errors) - errors.null_count
