@@ -80,6 +80,14 @@ def test_rows_equal_the_local_engine_with_bad_files_as_error_rows(local_ray, fol
     assert len(digits) == N_DIGITS and sum(d is not None for d in digits) >= N_DIGITS * 0.98
 
 
+def test_predict_dataset_on_bytes_read_by_ray(local_ray, folder, local_rows):
+    """The Python API over Ray's own reader (as for s3://): the bytes, not the paths, reach the decoders."""
+    names = ["00001.png", "empty.png", "text.png", "truncated.png", "sample_number_2026.jpg"]
+    ds = ray.data.read_binary_files([str(folder / n) for n in names], include_paths=True)
+    rows = distributed.sorted_rows(distributed.predict_dataset(ds))
+    assert_same(rows, {str(folder / n): local_rows[str(folder / n)] for n in names})
+
+
 def test_numbers_match_the_local_engine(local_ray):
     paths = [str(SAMPLES / "number_2026.jpg"), str(SAMPLES / "paper_7.png")]
     rows = distributed.sorted_rows(distributed.predict_files(paths, number=True))
