@@ -83,9 +83,12 @@ def _device_argument(parser) -> None:
 def _engine_argument(parser, command: str) -> None:
     from .engines import DEFAULT_ENGINE, engine_names
 
-    parser.add_argument("--engine", default=DEFAULT_ENGINE, choices=engine_names(command),
+    choices = engine_names(command)
+    ray = ("; ray: Ray Data reads, decodes and classifies on a local Ray or a cluster (needs the [ray] extra; "
+           "PATHs may also be URIs such as s3://bucket/scans/)") if "ray" in choices else ""
+    parser.add_argument("--engine", default=DEFAULT_ENGINE, choices=choices,
                         help=f"what runs the model (default: {DEFAULT_ENGINE}); onnx: onnxruntime on the CPU, with MODEL "
-                             "an exported .onnx file (a .safetensors model is exported on the fly and cached)")
+                             "an exported .onnx file (a .safetensors model is exported on the fly and cached)" + ray)
 
 
 def _data_dir_argument(parser) -> None:
@@ -462,10 +465,16 @@ def add_predict(sub) -> None:
     p.add_argument("--workers", type=int, default=None,
                    help="decoding processes (default and most: the cores this process may use)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument("--ray-address", metavar="ADDR", default=None,
+                   help="with --engine ray: join this running cluster (default: start Ray on this machine)")
+    p.add_argument("--parquet", metavar="OUT_DIR", default=None,
+                   help="with --engine ray: write the results as Parquet files into this folder")
     p.set_defaults(run=run_predict)
 
 
 def run_predict(args) -> int:
+    if args.engine == "ray":
+        return run_predict_ray(args)
     from .predict import (DEFAULT_THRESHOLD, IMAGE_EXTENSIONS, Predictor, collect_images, csv_writer, table_header,
                           table_line, table_width)
 
@@ -533,6 +542,33 @@ def run_export(args) -> int:
         print(f"{summary['model']} ({summary['architecture']}): wrote {summary['out']}, opset {summary['opset']}, "
               f"{summary['bytes']:,} bytes, probabilities within {summary['max_probability_difference']:.1e} of torch")
     return 0
+
+
+def run_predict_ray(args) -> int:
+    if not (args.parquet or args.json):
+        raise ConfigError("--engine ray writes --parquet OUT_DIR (or prints --json for small jobs)")
+    if args.csv:
+        raise ConfigError("--engine ray writes --parquet, not --csv")
+    try:
+        from . import distributed
+    except ImportError as exc:
+        raise ConfigError(f"--engine ray needs Ray Data: pip install 'mnist-classifier[ray]' ({exc})") from None
+
+    distributed.start(args.ray_address)
+    results = distributed.predict_files(args.paths, model=args.model, number=args.number, recursive=args.recursive,
+                                        extensions=args.ext.split(",") if args.ext else None,
+                                        threshold=args.threshold)
+    if args.parquet:
+        files, failed = distributed.write_parquet(results, args.parquet)
+        print(f"{files} files read into {args.parquet}" + (f"; {failed} could not be read" if failed else ""),
+              file=sys.stderr)
+    if args.json:
+        rows = distributed.sorted_rows(distributed.read_parquet(args.parquet) if args.parquet else results)
+        failed = sum(row["error"] is not None for row in rows)
+        with _json_array(sys.stdout) as write:
+            for row in rows:
+                write(row)
+    return 1 if failed else 0
 
 
 # ---------------------------------------------------------------- entry point

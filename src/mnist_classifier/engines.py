@@ -137,11 +137,15 @@ class OnnxEngine:
 
 ENGINES = {engine.name: engine for engine in [TorchEngine, OnnxEngine]}
 DEFAULT_ENGINE = "torch"
+# Engines that run the whole pipeline, not only the model, and the commands that offer them:
+# ray reads, decodes and classifies files on Ray Data (mnist_classifier.distributed, the [ray] extra).
+PIPELINE_ENGINES = {"ray": ("predict",)}
 
 
 def engine_names(command: str) -> list[str]:
     """The engines a command offers (its ``--engine`` choices)."""
-    return [name for name, engine in ENGINES.items() if command in engine.commands]
+    return ([name for name, engine in ENGINES.items() if command in engine.commands]
+            + [name for name, commands in PIPELINE_ENGINES.items() if command in commands])
 
 
 def open_engine(name: str = DEFAULT_ENGINE, model=None, device: str = "auto", threads: int | None = None):
