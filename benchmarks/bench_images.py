@@ -208,7 +208,7 @@ def bench_numbers(predictor, data, folder: Path, n: int, seed: int) -> dict:
 def _loaded(predictor):
     from mnist_classifier.persist import LoadedModel
 
-    return LoadedModel(predictor.model, predictor.metadata, Path(predictor.model_path))
+    return LoadedModel(predictor.engine.model, predictor.metadata, Path(predictor.model_path))
 
 
 # ---------------------------------------------------------------------------------------------- report

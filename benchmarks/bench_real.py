@@ -294,7 +294,7 @@ def main(argv=None) -> int:
     if not args.only or "mnist_test" in args.only:
         from mnist_classifier.evaluate import evaluate
 
-        accuracy = evaluate(predictor.model, mnist.test_images, mnist.test_labels).accuracy
+        accuracy = evaluate(predictor.engine, mnist.test_images, mnist.test_labels).accuracy
         results["mnist_test"] = {"n": len(mnist.test_images), "accuracy": round(accuracy, 4),
                                  "target": TARGETS["mnist_test"]}
         print(f"mnist_test       {accuracy:.2%}", flush=True)

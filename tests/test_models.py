@@ -64,3 +64,11 @@ def test_unknown_architecture():
 def test_default_cnn_is_small_enough_to_ship():
     params = sum(p.numel() for p in build_model("cnn").parameters())
     assert params * 4 < 3 * 1024 * 1024  # float32 weights well under the 3 MB budget for the shipped file
+
+
+def test_options_that_must_fit_each_other_are_checked_before_building():
+    from mnist_classifier.models import check_config
+
+    with pytest.raises(ConfigError, match="mlp-bn: dropouts has 3 values but there are 1 hidden layers"):
+        check_config("mlp-bn", {"hidden_layers": [1]})
+    assert check_config("mlp-bn", {"hidden_layers": [64], "dropouts": [0.1]})["dropouts"] == [0.1]

@@ -194,6 +194,13 @@ DROPOUT = Option(float, 0.0, 1.0, high_open=True)
 HIDDEN_LAYERS = Option(int, 1, MAX_WIDTH, items=(1, MAX_LAYERS))
 
 
+def _one_dropout_per_layer(config: dict) -> str | None:
+    hidden, dropouts = config["hidden_layers"], config["dropouts"]
+    if len(dropouts) != len(hidden):
+        return f"dropouts has {len(dropouts)} values but there are {len(hidden)} hidden layers"
+    return None
+
+
 @dataclass(frozen=True)
 class Architecture:
     """A registry entry: how to build the model, and the training settings it was designed with."""
@@ -205,6 +212,7 @@ class Architecture:
     training: dict  # TrainConfig fields this architecture is tuned for (overridable)
     description: str = ""
     channels_last: bool = field(default=False)  # conv nets run ~1.5-2x faster on CPU in NHWC
+    agree: Callable[[dict], str | None] = field(default=lambda config: None)  # options that must fit each other
 
 
 CNN_OPTIONS = {"channels": Option(int, 1, MAX_CHANNELS, items=(3, 3)), "convs": Option(int, 1, MAX_CONVS, items=(3, 3)),
@@ -219,7 +227,7 @@ REGISTRY: dict[str, Architecture] = {
         Architecture("mlp-bn", MLPBatchNorm, {"hidden_layers": [512, 256, 128], "dropouts": [0.3, 0.2, 0.0]},
                      {"hidden_layers": HIDDEN_LAYERS, "dropouts": Option(float, 0.0, 1.0, True, (1, MAX_LAYERS))},
                      {"epochs": 15, "batch_size": 128, "lr": 1e-3, "schedule": "plateau", "augment": False},
-                     "seed 001: 512-256-128 MLP with batch norm and dropout"),
+                     "seed 001: 512-256-128 MLP with batch norm and dropout", agree=_one_dropout_per_layer),
         Architecture("cnn", DigitCNN,
                      {"channels": [16, 32, 64], "convs": [1, 1, 1], "dropout": 0.1, "strided_stem": False},
                      CNN_OPTIONS,
@@ -266,6 +274,9 @@ def check_config(name: str, overrides) -> dict:
     for option, value in config.items():
         check = arch.options[option]
         (check.check if isinstance(check, Option) else check)(option, value)
+    problem = arch.agree(config)
+    if problem:
+        raise ConfigError(f"{name}: {problem}")
     return config
 
 
