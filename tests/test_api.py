@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from mnist_classifier import MNISTClassifier
 from mnist_classifier.errors import ConfigError
@@ -50,3 +51,16 @@ def test_load_shipped_model_by_default(pretrained_path):
 def test_evaluate_before_build_is_a_clear_error(mnist_dir):
     with pytest.raises(ConfigError, match="call build_model\\(\\) or load_model\\(path\\) first"):
         MNISTClassifier(data_dir=mnist_dir).predict_proba(np.zeros((1, 28, 28)))
+
+
+def test_build_model_starts_from_the_weights_train_starts_from():
+    """The CLI seeds before it builds; so does the facade: same seed, same initial weights, every time."""
+    from mnist_classifier.models import build_model
+
+    first = MNISTClassifier(seed=3).build_model().state_dict()
+    torch.manual_seed(123)  # whatever the global generator did before
+    again = MNISTClassifier(seed=3).build_model().state_dict()
+    torch.manual_seed(3)
+    as_train_does = build_model("cnn").state_dict()
+    for name, tensor in first.items():
+        assert torch.equal(tensor, again[name]) and torch.equal(tensor, as_train_does[name]), name

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from . import persist
 from .data import DATASET_SHA256, load_mnist
@@ -70,6 +71,7 @@ class MNISTClassifier:
         if dropout_rate is not None:
             options["dropout"] = dropout_rate
         self.architecture = name
+        torch.manual_seed(self.seed)  # as `train` does: the same seed gives the CLI's initial weights
         self.model = build_model(name, **options).to(self.device)
         self.model_config = model_config(name, **options)
         self.history, self.evaluation, self.metadata = History(), None, {}
