@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import httpx
 import numpy as np
@@ -26,6 +23,7 @@ from mnist_classifier.errors import ConfigError, ModelFileError
 from mnist_classifier.models import MNIST_MEAN, MNIST_STD, REGISTRY, build_model
 from mnist_classifier.persist import METADATA_KEY, read_metadata, save_model
 from mnist_classifier.predict import Predictor
+from servers import free_port, wait_until_ready
 
 TOLERANCE = 1e-5  # max |onnxruntime - torch| probability
 
@@ -76,23 +74,7 @@ def digit_files(tmp_path_factory, mnist):
     return paths + [str(broken)]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
-
-def wait_until_ready(url, process, log_path, seconds=120):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        assert process.poll() is None, f"the server exited early:\n{log_path.read_text()}"
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.25)
-    raise AssertionError(f"the server was not ready in {seconds} s:\n{log_path.read_text()}")
 
 
 def assert_same_rows(onnx_rows, torch_rows):

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import base64
 import math
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from servers import free_port, wait_until_ready
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,11 +33,6 @@ DIGIT_STROKES = {
 
 
 # ---------------------------------------------------------------- the real server
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -59,17 +52,6 @@ def server(tmp_path_factory):
         process.wait(timeout=30)
 
 
-def wait_until_ready(url, process, log_path, seconds=90):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        assert process.poll() is None, f"the server exited early:\n{log_path.read_text()}"
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.25)
-    raise AssertionError(f"the server was not ready in {seconds} s:\n{log_path.read_text()}")
 
 
 @pytest.fixture
