@@ -51,7 +51,9 @@ def test_train_rejects_nonsense_before_writing_anything(tmp_path, args, fragment
 
 def test_train_unknown_architecture_is_a_usage_error():
     proc = run_cli("train", "--architecture", "resnet")
-    assert proc.returncode == 2 and "invalid choice: 'resnet'" in proc.stderr
+    assert proc.returncode == 2 and "unknown architecture 'resnet' (choose from mlp, mlp-bn, cnn" in proc.stderr
+    typo = run_cli("train", "-a", "cnnfast")
+    assert typo.returncode == 2 and typo.stderr.strip().endswith("did you mean 'cnn-fast'?")
 
 
 def test_missing_data_folder(tmp_path):

@@ -91,6 +91,16 @@ def _engine_argument(parser, command: str) -> None:
                              "an exported .onnx file (a .safetensors model is exported on the fly and cached)" + ray)
 
 
+def _architecture_name(name: str) -> str:
+    """A registered architecture's name, or argparse's one-line error with the nearest name offered."""
+    from .models import architecture
+
+    try:
+        return architecture(name).name
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _data_dir_argument(parser) -> None:
     parser.add_argument("--data-dir", default=None,
                         help="folder with the four MNIST files (default: MNIST_DATA, the cache, or a download)")
@@ -107,7 +117,7 @@ def add_train(sub) -> None:
                        description="Train on MNIST's 60k training digits, evaluate on the 10k test digits, save "
                                    "the model. Unset options take the architecture's tuned preset. Every setting "
                                    "and output path is checked before the data is loaded.")
-    p.add_argument("--architecture", "-a", choices=list(REGISTRY),
+    p.add_argument("--architecture", "-a", type=_architecture_name, metavar="{" + ",".join(REGISTRY) + "}",
                    help=f"model family (default: {DEFAULT_ARCHITECTURE})")
     p.add_argument("--epochs", type=int, help="maximum epochs")
     p.add_argument("--batch-size", type=int)

@@ -7,6 +7,7 @@ inside the model, so no caller can forget it or apply it twice.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -257,7 +258,9 @@ def architecture(name: str) -> Architecture:
     try:
         return REGISTRY[name]
     except (KeyError, TypeError):
-        raise ConfigError(f"unknown architecture {_short(name)} (choose from {', '.join(REGISTRY)})") from None
+        close = difflib.get_close_matches(name, REGISTRY, n=1) if isinstance(name, str) else []
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown architecture {_short(name)} (choose from {', '.join(REGISTRY)}){hint}") from None
 
 
 def check_config(name: str, overrides) -> dict:
