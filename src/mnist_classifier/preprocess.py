@@ -701,7 +701,8 @@ def _drop_specks(ink: np.ndarray, reason: np.ndarray, photo: np.ndarray) -> list
     np.maximum.at(peak, ids, values)
     peak = peak[1:]
     strong = np.where(peak >= STROKE_PEAK, mass, 0.0)
-    off_image = _runs_off_the_image(labels, count) & photo[owner]
+    # Clean scans and MNIST-like images have no shadow edges: the per-blob look is paid for photos only.
+    off_image = _runs_off_the_image(labels, count) & photo[owner] if photo.any() else np.zeros(count, dtype=bool)
     stays_inside = _per_image(np.maximum, owner, np.where(off_image, 0.0, strong), n)[owner] > 0
     strong = np.where(off_image & stays_inside, 0.0, strong)
     blobs = np.bincount(owner, minlength=n)
