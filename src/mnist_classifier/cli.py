@@ -68,6 +68,17 @@ def _json_array(stream):
     stream.write("\n]\n" if written else "[]\n")
 
 
+COMMANDS: dict = {}  # name -> (add_parser's settings, the function that adds the command's options), in --help order
+
+
+def command(name: str, **settings):
+    """Register ``add(parser)`` as the options of subcommand ``name``; ``settings`` go to add_parser."""
+    def register(add):
+        COMMANDS[name] = (settings, add)
+        return add
+    return register
+
+
 def _model_argument(parser, positional: bool = True) -> None:
     help_text = "model file (.safetensors); default: the shipped pretrained model"
     if positional:
@@ -108,15 +119,15 @@ def _data_dir_argument(parser) -> None:
 
 # ---------------------------------------------------------------- train
 
-def add_train(sub) -> None:
+@command("train", help="train a model on MNIST, evaluate it on the test set, save it",
+         description="Train on MNIST's 60k training digits, evaluate on the 10k test digits, save "
+                     "the model. Unset options take the architecture's tuned preset. Every setting "
+                     "and output path is checked before the data is loaded.")
+def add_train(p) -> None:
     from .augment import RECIPES
     from .models import REGISTRY
     from .train import DEFAULT_ARCHITECTURE, TrainConfig
 
-    p = sub.add_parser("train", help="train a model on MNIST, evaluate it on the test set, save it",
-                       description="Train on MNIST's 60k training digits, evaluate on the 10k test digits, save "
-                                   "the model. Unset options take the architecture's tuned preset. Every setting "
-                                   "and output path is checked before the data is loaded.")
     p.add_argument("--architecture", "-a", type=_architecture_name, metavar="{" + ",".join(REGISTRY) + "}",
                    help=f"model family (default: {DEFAULT_ARCHITECTURE})")
     p.add_argument("--epochs", type=int, help="maximum epochs")
@@ -198,17 +209,17 @@ def run_train(args) -> int:
 
 # ---------------------------------------------------------------- evaluate
 
-def add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="score a model on the MNIST test set, or on your own labelled images",
-                       description="Accuracy, loss, per-class precision/recall/F1 and the most confused pairs "
-                                   "on MNIST's 10k test digits, or with --images DIR on a labelled folder: DIR/0 "
-                                   "... DIR/9, each holding images of that digit in any format predict reads, "
-                                   "read exactly as predict reads them. There an unreadable file is left out of "
-                                   "n (one line on stderr, and unreadable_files in --json); an image answered "
-                                   "'no digit' stays in n as a wrong answer of its digit: it lowers that digit's "
-                                   "recall and accuracy, counts in per_class no_digit and in no_digit, is a "
-                                   "uniform guess in the loss, and appears in no cell of the confusion matrix "
-                                   "(whose rows then sum to support minus no_digit).")
+@command("evaluate", help="score a model on the MNIST test set, or on your own labelled images",
+         description="Accuracy, loss, per-class precision/recall/F1 and the most confused pairs "
+                     "on MNIST's 10k test digits, or with --images DIR on a labelled folder: DIR/0 "
+                     "... DIR/9, each holding images of that digit in any format predict reads, "
+                     "read exactly as predict reads them. There an unreadable file is left out of "
+                     "n (one line on stderr, and unreadable_files in --json); an image answered "
+                     "'no digit' stays in n as a wrong answer of its digit: it lowers that digit's "
+                     "recall and accuracy, counts in per_class no_digit and in no_digit, is a "
+                     "uniform guess in the loss, and appears in no cell of the confusion matrix "
+                     "(whose rows then sum to support minus no_digit).")
+def add_evaluate(p) -> None:
     _model_argument(p)
     p.add_argument("--model", dest="model_option", default=None, metavar="MODEL", help="the same as MODEL")
     p.add_argument("--images", metavar="DIR", help="score on the labelled folder DIR/0 ... DIR/9 instead of MNIST")
@@ -285,17 +296,17 @@ def _check_output(option: str, path) -> None:
 
 # ---------------------------------------------------------------- finetune
 
-def add_finetune(sub) -> None:
+@command("finetune", help="adapt a model to your own handwriting from a labelled folder",
+         description="Fine-tune a model (default: the shipped one) on a labelled folder DIR/0 ... "
+                     "DIR/9 of your images, read exactly as predict reads them; unreadable and "
+                     "'no digit' files are reported and skipped. A seeded, stratified part is held "
+                     "out to judge the result: the epoch with the best accuracy on it is kept, or "
+                     "the base weights if no epoch beats them. Every batch mixes in MNIST training "
+                     "digits so MNIST is not forgotten; its test accuracy is reported before and "
+                     "after. Writes an ordinary model file that records what it was tuned from and on.")
+def add_finetune(p) -> None:
     from .finetune import FinetuneConfig as preset
 
-    p = sub.add_parser("finetune", help="adapt a model to your own handwriting from a labelled folder",
-                       description="Fine-tune a model (default: the shipped one) on a labelled folder DIR/0 ... "
-                                   "DIR/9 of your images, read exactly as predict reads them; unreadable and "
-                                   "'no digit' files are reported and skipped. A seeded, stratified part is held "
-                                   "out to judge the result: the epoch with the best accuracy on it is kept, or "
-                                   "the base weights if no epoch beats them. Every batch mixes in MNIST training "
-                                   "digits so MNIST is not forgotten; its test accuracy is reported before and "
-                                   "after. Writes an ordinary model file that records what it was tuned from and on.")
     p.add_argument("images", metavar="DIR", help="labelled folder: DIR/0 ... DIR/9, each holding images of that digit")
     p.add_argument("--out", "-o", required=True, help="model file to write (.safetensors)")
     p.add_argument("--model", default=None, metavar="BASE",
@@ -345,10 +356,10 @@ def run_finetune(args) -> int:
 
 # ---------------------------------------------------------------- combine
 
-def add_combine(sub) -> None:
-    p = sub.add_parser("combine", help="join several trained models into one ensemble model file",
-                       description="Join model files into one ensemble whose answer is the members' mean "
-                                   "log-probability; score it on MNIST's test set and save it.")
+@command("combine", help="join several trained models into one ensemble model file",
+         description="Join model files into one ensemble whose answer is the members' mean "
+                     "log-probability; score it on MNIST's test set and save it.")
+def add_combine(p) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL", help="model files (.safetensors) to join")
     p.add_argument("--out", "-o", required=True, help="model file to write")
     _data_dir_argument(p)
@@ -384,11 +395,11 @@ def run_combine(args) -> int:
 
 # ---------------------------------------------------------------- report
 
-def add_report(sub) -> None:
-    p = sub.add_parser("report", help="write every figure and an offline HTML report for a model",
-                       description="Score a model on MNIST's test set and write OUT/index.html with its metadata, "
-                                   "accuracy, loss, per-class precision/recall/F1, most confused pairs and all "
-                                   "figures (OUT/figures/*.png), plus OUT/report.json.")
+@command("report", help="write every figure and an offline HTML report for a model",
+         description="Score a model on MNIST's test set and write OUT/index.html with its metadata, "
+                     "accuracy, loss, per-class precision/recall/F1, most confused pairs and all "
+                     "figures (OUT/figures/*.png), plus OUT/report.json.")
+def add_report(p) -> None:
     _model_argument(p)
     p.add_argument("--out", "-o", default=None, help="folder to write (default: reports/<model file stem>)")
     _data_dir_argument(p)
@@ -411,11 +422,11 @@ def run_report(args) -> int:
 
 # ---------------------------------------------------------------- serve
 
-def add_serve(sub) -> None:
-    p = sub.add_parser("serve", help="serve the REST API and the drawing page over HTTP",
-                       description="Serve the REST API (POST /v1/predict, /v1/predict/batch, /v1/predict/number, "
-                                   "GET /v1/model, /healthz, /readyz; docs at /docs) and the drawing page at / "
-                                   "with uvicorn. The model is loaded once; one log line per request on stderr.")
+@command("serve", help="serve the REST API and the drawing page over HTTP",
+         description="Serve the REST API (POST /v1/predict, /v1/predict/batch, /v1/predict/number, "
+                     "GET /v1/model, /healthz, /readyz; docs at /docs) and the drawing page at / "
+                     "with uvicorn. The model is loaded once; one log line per request on stderr.")
+def add_serve(p) -> None:
     _model_argument(p, positional=False)
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: every interface)")
@@ -453,11 +464,11 @@ def run_serve(args) -> int:
 
 # ---------------------------------------------------------------- predict
 
-def add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="read digits (or numbers) from image files and folders",
-                       description="Classify the digit in each image: PNG, JPEG, BMP, TIFF, GIF, WebP; scans, "
-                                   "photos and drawings, dark ink on light paper or light on dark. Folders and "
-                                   "glob patterns are expanded. Exit code 1 if any file could not be read.")
+@command("predict", help="read digits (or numbers) from image files and folders",
+         description="Classify the digit in each image: PNG, JPEG, BMP, TIFF, GIF, WebP; scans, "
+                     "photos and drawings, dark ink on light paper or light on dark. Folders and "
+                     "glob patterns are expanded. Exit code 1 if any file could not be read.")
+def add_predict(p) -> None:
     _model_argument(p, positional=False)
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
     p.add_argument("--json", action="store_true", help="print a JSON array, one object per image")
@@ -528,14 +539,14 @@ def run_predict(args) -> int:
 
 # ---------------------------------------------------------------- export
 
-def add_export(sub) -> None:
-    p = sub.add_parser("export", help="write a model as ONNX, for onnxruntime and other ONNX runtimes",
-                       description="Export a model file to ONNX: input 'images' float32 (N, 1, 28, 28), "
-                                   "ink in [0, 1] on a 0 background, for any N; output 'probabilities' (N, 10). "
-                                   "The MNIST standardization is inside the graph, an ensemble is one graph, and "
-                                   "the model file's metadata is in the ONNX metadata_props. The export is checked "
-                                   "with onnx's checker and against torch in onnxruntime before it is written. "
-                                   "Needs the onnx extra: pip install 'mnist-classifier[onnx]'.")
+@command("export", help="write a model as ONNX, for onnxruntime and other ONNX runtimes",
+         description="Export a model file to ONNX: input 'images' float32 (N, 1, 28, 28), "
+                     "ink in [0, 1] on a 0 background, for any N; output 'probabilities' (N, 10). "
+                     "The MNIST standardization is inside the graph, an ensemble is one graph, and "
+                     "the model file's metadata is in the ONNX metadata_props. The export is checked "
+                     "with onnx's checker and against torch in onnxruntime before it is written. "
+                     "Needs the onnx extra: pip install 'mnist-classifier[onnx]'.")
+def add_export(p) -> None:
     _model_argument(p)
     p.add_argument("--out", "-o", required=True, help="ONNX file to write (.onnx)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -583,16 +594,19 @@ def run_predict_ray(args) -> int:
 
 # ---------------------------------------------------------------- entry point
 
-SUBCOMMANDS = [add_train, add_evaluate, add_finetune, add_combine, add_predict, add_report, add_serve, add_export]
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or with ``only`` a command's name, one whose other commands have their name and help
+    line but no options: their options read defaults from modules that import torch, which a command that
+    does not need it should not pay for at start-up."""
     parser = argparse.ArgumentParser(prog="mnist-classifier",
                                      description="Train, explain and serve handwritten-digit classifiers.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in SUBCOMMANDS:
-        add(sub)
+    for name, (settings, add) in COMMANDS.items():
+        if only in (None, name):
+            add(sub.add_parser(name, **settings))
+        else:
+            sub.add_parser(name, help=settings["help"])
     return parser
 
 
@@ -631,7 +645,9 @@ def _stop_signals_as_interrupts():
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    args = build_parser(command).parse_args(argv)
     # uvicorn has its own graceful shutdown on these signals.
     handling = contextlib.nullcontext() if args.command == "serve" else _stop_signals_as_interrupts()
     try:

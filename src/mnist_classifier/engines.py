@@ -28,9 +28,14 @@ import numpy as np
 from .errors import ConfigError, ModelFileError
 
 METADATA_KEY = "mnist_classifier"  # where a model file keeps its metadata: the safetensors header's key, and an
-                                   # ONNX model's metadata_props key (persist.METADATA_KEY is the same name)
+                                   # ONNX model's metadata_props key
 ONNX_SUFFIX = ".onnx"
 ONNX_BATCH = 512  # images per onnxruntime call: as for torch, activations of a few hundred digits stay in cache
+
+
+def pretrained_path() -> Path:
+    """The model shipped inside the package, used wherever a command's model is left out."""
+    return Path(__file__).parent / "pretrained" / "digits.safetensors"
 
 
 def model_input(images) -> np.ndarray:
@@ -122,7 +127,7 @@ class OnnxEngine:
         if model is not None and not isinstance(model, (str, os.PathLike)):
             raise ConfigError("the onnx engine reads a model file (.onnx, or .safetensors to export), "
                               f"not a {type(model).__name__}")
-        from .onnx_export import cached_export  # exporting needs torch; an exported file above does not
+        from .onnx_export import cached_export  # exporting needs torch; a cached or exported file does not
 
         path, onnx_bytes = cached_export(model)
         return cls(onnx_bytes, str(path), threads)

@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 
 from . import __version__
-from .engines import METADATA_KEY, OnnxEngine
+from .engines import METADATA_KEY, OnnxEngine, pretrained_path
 from .errors import MNISTClassifierError, ModelFileError
 
 OPSET = 18  # onnxscript's default opset for torch's exporter; onnxruntime has run it since 1.14
@@ -92,11 +92,7 @@ def cached_export(model=None) -> tuple[Path, bytes]:
     from .atomic import write_bytes
     from .data import cache_dir
 
-    if model is None:
-        from .persist import pretrained_path
-
-        model = pretrained_path()
-    path = Path(model)
+    path = Path(model if model is not None else pretrained_path())
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found")
     # The package version is part of the key: a new release exports anew instead of reading an old graph.

@@ -19,10 +19,10 @@ from safetensors.torch import save_file
 
 from . import __version__
 from .atomic import atomic_path
+from .engines import METADATA_KEY, pretrained_path  # noqa: F401 (pretrained_path is public here too)
 from .errors import ConfigError, ModelFileError
 from .models import build_model, check_config
 
-METADATA_KEY = "mnist_classifier"
 FORMAT_VERSION = 1
 # A model file's header holds the tensor list and our metadata (config, metrics, a training history):
 # kilobytes. Anything far larger is not one of ours, and parsing it would cost memory in proportion.
@@ -167,11 +167,6 @@ def combine_models(paths, device: str | torch.device = "cpu") -> tuple[torch.nn.
     kept = ("training", "metrics", "history", "train_seconds", "dataset_sha256", "finetuned")
     record = [{"file": m.path.name, **{k: m.metadata[k] for k in kept if k in m.metadata}} for m in loaded]
     return model.to(device).eval(), {"members": members}, {"member_models": record}
-
-
-def pretrained_path() -> Path:
-    """The model shipped inside the package, used wherever a command's model is left out."""
-    return Path(__file__).parent / "pretrained" / "digits.safetensors"
 
 
 def _first_line(exc: Exception) -> str:
