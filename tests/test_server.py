@@ -462,3 +462,27 @@ def test_serve_rejects_a_bad_model_file_in_one_line(tmp_path, capsys):
     assert main(["serve", "--model", str(bad), "--port", "0"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "broken.safetensors" in err[0]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_on_a_busy_port_is_one_line_naming_it(capsys, workers):
+    import socket
+
+    from mnist_classifier.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port), "--workers", str(workers)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"mnist-classifier serve: error: cannot serve on 127.0.0.1:{port}: Address already in use; "
+                   "is another server running there? choose another --port"]
+
+
+def test_serve_on_an_address_this_machine_lacks_is_one_line(capsys):
+    from mnist_classifier.cli import main
+
+    assert main(["serve", "--host", "192.0.2.1", "--port", "8000"]) == 1  # TEST-NET-1: no interface has it
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mnist-classifier serve: error: cannot serve on 192.0.2.1:8000: ")

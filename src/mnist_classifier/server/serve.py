@@ -12,8 +12,10 @@ limit), closes idle keep-alive connections after ``limits.KEEP_ALIVE_TIMEOUT`` s
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import socket
 
 from ..errors import ConfigError
 from . import limits as limit
@@ -41,6 +43,7 @@ def serve(model=None, host: str = "127.0.0.1", port: int = 8000, device: str = "
     for name, value in limits.items():
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    check_port_free(host, port)
     settings = {"allowed_hosts": allowed_hosts or default_hosts(host),
                 **{name: value for name, value in limits.items() if value is not None}}
     options = uvicorn_options(host, port)
@@ -55,6 +58,21 @@ def serve(model=None, host: str = "127.0.0.1", port: int = 8000, device: str = "
                                             "log_requests": log_requests, "workers": workers, "engine": engine,
                                             **settings})
     uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """One clear line for a port that is taken or an address this machine does not have, instead of
+    uvicorn's log lines and a bare exit once the model is loaded."""
+    if port == 0:  # any free port
+        return
+    try:
+        family = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is free
+            probe.bind((host, port))
+    except OSError as exc:
+        hint = "; is another server running there? choose another --port" if exc.errno == errno.EADDRINUSE else ""
+        raise ConfigError(f"cannot serve on {host}:{port}: {exc.strerror or exc}{hint}") from None
 
 
 def uvicorn_options(host: str, port: int) -> dict:
