@@ -174,8 +174,13 @@ def test_train_writes_the_report_next_to_the_model(mnist, tmp_path, monkeypatch,
     monkeypatch.setattr(mnist_classifier.data, "load_mnist", lambda *args, **kwargs: small)
     model = tmp_path / "models" / "quick.safetensors"
     assert main(["train", "-a", "cnn-fast", "--epochs", "2", "--validation-split", "0.2", "--out", str(model),
-                 "--quiet", "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out)
+                 "--json"]) == 0
+    out, err = capsys.readouterr()
+    summary = json.loads(out)
+    # After the last epoch's line, the seconds of scoring and of the report each say what they are.
+    steps = [err.index(text) for text in ("epoch 2/2  loss", "scoring on the 2,000 test digits ...",
+                                          "writing the training report ...")]
+    assert steps == sorted(steps), err
     folder = report_dir_for(model)
     assert folder == tmp_path / "models" / "quick-report"
     assert summary["report"] == str(folder / "index.html")

@@ -196,6 +196,8 @@ def run_train(args) -> int:
     if args.report:
         from .report import write_training_report
 
+        if not args.quiet:
+            print("writing the training report ...", file=sys.stderr, flush=True)
         summary["report"] = str(write_training_report(result, data).index)
     if args.json:
         _print_json(summary)

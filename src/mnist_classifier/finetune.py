@@ -278,10 +278,10 @@ def _tune(base_model, sets: _Tensors, data, config: FinetuneConfig) -> _Run:
     before = _scores(model, sets.val_x, sets.val_y)
     history, best, best_state = History(), before, None  # best_epoch stays None until an epoch beats the base
     for epoch in range(1, config.epochs + 1):
-        started, lr_at_start = time.perf_counter(), optimizer.param_groups[0]["lr"]
-        loss, accuracy = _train_epoch(model, teacher, sets, optimizer, schedule, config, generator)
+        started = time.perf_counter()
+        loss, accuracy, mean_lr = _train_epoch(model, teacher, sets, optimizer, schedule, config, generator)
         scores = _scores(model, sets.val_x, sets.val_y)
-        _record(history, epoch, loss, accuracy, scores, lr_at_start, time.perf_counter() - started)
+        _record(history, epoch, loss, accuracy, scores, mean_lr, time.perf_counter() - started)
         _report_epoch(history, config)
         if scores.beats(best):
             best, best_state, history.best_epoch = scores, copy.deepcopy(model.state_dict()), epoch
@@ -298,13 +298,14 @@ def _scores(model, x, y) -> Scores:
 
 
 def _train_epoch(model, teacher, sets: _Tensors, optimizer, schedule, config: FinetuneConfig,
-                 generator) -> tuple[float, float]:
-    """Every own image ``repeats`` times, each batch topped up with MNIST training digits drawn at random."""
+                 generator) -> tuple[float, float, float]:
+    """Every own image ``repeats`` times, each batch topped up with MNIST training digits drawn at random.
+    Returns the loss, the accuracy and the mean learning rate of the epoch's steps."""
     model.train()
     order = torch.cat([torch.randperm(len(sets.train_x), generator=generator, device=generator.device)
                        for _ in range(config.repeats)])
     own, mixed_in = config.own_per_batch, config.batch_size - config.own_per_batch
-    total_loss, correct, seen = 0.0, 0, 0
+    total_loss, correct, seen, lr_sum, steps = 0.0, 0, 0, 0.0, 0
     for start in range(0, len(order), own):
         idx = order[start:start + own]
         pick = torch.randint(len(sets.mnist_x), (mixed_in,), generator=generator, device=generator.device)
@@ -319,12 +320,13 @@ def _train_epoch(model, teacher, sets: _Tensors, optimizer, schedule, config: Fi
             loss = loss + config.distill * distillation(logits[len(idx):], teacher, xb[len(idx):])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        lr_sum, steps = lr_sum + optimizer.param_groups[0]["lr"], steps + 1
         optimizer.step()
         schedule.step()
         total_loss += loss.item() * len(yb)
         correct += (logits.argmax(1) == yb).sum().item()
         seen += len(yb)
-    return total_loss / seen, correct / seen
+    return total_loss / seen, correct / seen, lr_sum / steps
 
 
 def _record(history: History, epoch: int, loss: float, accuracy: float, scores: Scores, lr: float,

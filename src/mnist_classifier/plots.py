@@ -217,7 +217,7 @@ def plot_training_history(history, path) -> Path:
             ax_lr.set_yscale("log")
         else:
             ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
-    ax_lr.set_title("Learning rate (start of epoch)")
+    ax_lr.set_title("Learning rate (mean of each epoch)")
     ax_lr.set_ylabel("learning rate")
     best, stopped = h.get("best_epoch"), bool(h.get("stopped_early"))
     for ax in (ax_acc, ax_loss, ax_lr):

@@ -125,7 +125,7 @@ class History:
     train_accuracy: list = field(default_factory=list)
     val_loss: list = field(default_factory=list)
     val_accuracy: list = field(default_factory=list)
-    lr: list = field(default_factory=list)
+    lr: list = field(default_factory=list)  # the mean learning rate of the epoch's steps
     seconds: list = field(default_factory=list)
     best_epoch: int | None = None
     stopped_early: bool = False
@@ -238,8 +238,7 @@ def _epoch(state: "TrainingState", epoch: int, x_train, y_train, x_val, y_val, c
     """One epoch: train, validate, record, step the plateau schedule, update early stopping."""
     history, optimizer, scheduler = state.history, state.optimizer, state.scheduler
     started = time.perf_counter()
-    lr_at_start = optimizer.param_groups[0]["lr"]
-    train_loss, train_acc = _train_one_epoch(state.model, x_train, y_train, optimizer, scheduler, config,
+    train_loss, train_acc, mean_lr = _train_one_epoch(state.model, x_train, y_train, optimizer, scheduler, config,
                                              state.generator, epoch, teacher)
     val_loss, val_acc = _loss_and_accuracy(state.model, x_val, y_val) if x_val is not None else (None, None)
     if val_loss is not None and not math.isfinite(val_loss):
@@ -249,7 +248,7 @@ def _epoch(state: "TrainingState", epoch: int, x_train, y_train, x_val, y_val, c
     history.train_accuracy.append(train_acc)
     history.val_loss.append(val_loss)
     history.val_accuracy.append(val_acc)
-    history.lr.append(lr_at_start)
+    history.lr.append(mean_lr)
     history.seconds.append(time.perf_counter() - started)
     _report_epoch(history, config)
 
@@ -388,13 +387,16 @@ def distillation(logits: torch.Tensor, teacher, x: torch.Tensor) -> torch.Tensor
     return F.kl_div(F.log_softmax(logits, dim=1), target.clone(), log_target=True, reduction="batchmean")
 
 
-def _train_one_epoch(model, x, y, optimizer, scheduler, config, generator, epoch, teacher=None) -> tuple[float, float]:
+def _train_one_epoch(model, x, y, optimizer, scheduler, config, generator, epoch,
+                     teacher=None) -> tuple[float, float, float]:
+    """Train loss, train accuracy and the mean learning rate of the epoch's steps (one-cycle moves it each step)."""
     from tqdm import tqdm
 
     model.train()
     order = torch.randperm(len(x), generator=generator, device=generator.device)
     total_loss = torch.zeros((), device=x.device)
     correct = torch.zeros((), dtype=torch.long, device=x.device)
+    lr_sum = 0.0
     per_step_schedule = isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
     batches = range(0, len(x), config.batch_size)
     bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
@@ -412,6 +414,7 @@ def _train_one_epoch(model, x, y, optimizer, scheduler, config, generator, epoch
                                 f"of {len(batches)}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        lr_sum += optimizer.param_groups[0]["lr"]
         optimizer.step()
         if per_step_schedule:
             scheduler.step()
@@ -420,7 +423,7 @@ def _train_one_epoch(model, x, y, optimizer, scheduler, config, generator, epoch
         if step % 50 == 0 and config.progress:  # .item() syncs; do it rarely
             bar.set_postfix(loss=f"{loss.item():.4f}")
     bar.close()
-    return total_loss.item() / len(x), correct.item() / len(x)
+    return total_loss.item() / len(x), correct.item() / len(x), lr_sum / len(batches)
 
 
 def _report_epoch(history: History, config: TrainConfig) -> None:
@@ -573,6 +576,8 @@ def train_run(run: Run, data) -> TrainResult:
     started = time.perf_counter()
     history = fit(model, data.train_images, data.train_labels, run.config, run.checkpoints())
     train_seconds = time.perf_counter() - started + run.seconds_before()
+    if run.config.progress:  # the last epoch's line is not the end: say what the next seconds are for
+        print(f"scoring on the {len(data.test_labels):,} test digits ...", file=sys.stderr, flush=True)
     evaluation = evaluate(model, data.test_images, data.test_labels)
     result = TrainResult(model, run.architecture, model_config(run.architecture, **run.model_options), run.config,
                          history, evaluation, train_seconds)
