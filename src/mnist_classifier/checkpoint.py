@@ -22,7 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .atomic import atomic_path
-from .errors import TrainingError
+from .errors import TrainingError, first_line
 
 FILE_NAME = "checkpoint.safetensors"
 METADATA_KEY = "mnist_classifier_checkpoint"
@@ -56,7 +56,7 @@ def read(folder: str | os.PathLike) -> dict:
             raise ValueError(f"format version {header.get('format_version')!r}, expected {FORMAT_VERSION}")
         return unflatten(header["state"], tensors)
     except (SafetensorError, OSError, KeyError, TypeError, ValueError) as exc:
-        raise TrainingError(f"{path}: not a readable checkpoint ({_first_line(exc)})") from None
+        raise TrainingError(f"{path}: not a readable checkpoint ({first_line(exc)})") from None
 
 
 # ---------------------------------------------------------------- nested state <-> JSON + tensors
@@ -132,8 +132,3 @@ def set_rng_states(states: dict, generator: torch.Generator) -> None:
     generator.set_state(states["generator"])
     if "cuda" in states:
         torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

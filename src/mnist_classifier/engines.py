@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, ModelFileError
+from .errors import ConfigError, ModelFileError, first_line
 
 METADATA_KEY = "mnist_classifier"  # where a model file keeps its metadata: the safetensors header's key, and an
                                    # ONNX model's metadata_props key
@@ -110,7 +110,7 @@ class OnnxEngine:
         try:
             self.session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
-            raise ModelFileError(f"{model_path}: not a readable ONNX model ({_first_line(exc)})") from None
+            raise ModelFileError(f"{model_path}: not a readable ONNX model ({first_line(exc)})") from None
         self.metadata: dict = _mnist_metadata(self.session, model_path)
         self.model_path = model_path
         self.input_name = self.session.get_inputs()[0].name
@@ -203,8 +203,3 @@ def _mnist_metadata(session, model_path: str) -> dict:
     if not isinstance(metadata, dict) or "architecture" not in metadata:
         raise ModelFileError(f"{model_path}: model metadata has no architecture")
     return metadata
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

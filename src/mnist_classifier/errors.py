@@ -27,6 +27,13 @@ class TrainingError(MNISTClassifierError):
     """Training cannot go on: the loss became non-finite, or a checkpoint is missing, corrupt or foreign."""
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (a library's message may run on for a page), or its
+    type's name when it has none."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 # Control characters (a newline, an escape sequence that drives the terminal) and bidirectional overrides
 # (which reorder what is shown); and surrogates: how Python carries the bytes of a file name that is not
 # UTF-8, which cannot even be printed or written as UTF-8.

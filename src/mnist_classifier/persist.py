@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from . import __version__
 from .atomic import atomic_path
 from .engines import METADATA_KEY, pretrained_path  # noqa: F401 (pretrained_path is public here too)
-from .errors import ConfigError, ModelFileError
+from .errors import ConfigError, ModelFileError, first_line
 from .models import build_model, check_config
 
 FORMAT_VERSION = 1
@@ -66,7 +66,7 @@ def read_metadata(path: str | os.PathLike) -> dict:
         with safe_open(str(path), framework="pt") as fh:
             header = fh.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelFileError(f"{path}: not a readable safetensors model file ({_first_line(exc)})") from None
+        raise ModelFileError(f"{path}: not a readable safetensors model file ({_short(first_line(exc), 200)})") from None
     if METADATA_KEY not in header:
         raise ModelFileError(f"{path}: a safetensors file, but not an mnist-classifier model (no {METADATA_KEY} metadata)")
     try:
@@ -109,7 +109,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
             state = {k: fh.get_tensor(k) for k in fh.keys()}
     except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
         raise ModelFileError(f"{path}: weights do not match architecture {name!r} "
-                             f"or are corrupt ({_first_line(exc)})") from None
+                             f"or are corrupt ({_short(first_line(exc), 200)})") from None
     for key, tensor in state.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise ModelFileError(f"{path}: weights contain NaN or infinite values (tensor {key})")
@@ -117,7 +117,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # the checks above leave nothing for this to find; should it, still one line
-        raise ModelFileError(f"{path}: weights do not match architecture {name!r} ({_first_line(exc)})") from None
+        raise ModelFileError(f"{path}: weights do not match architecture {name!r} ({_short(first_line(exc), 200)})") from None
     model.to(device).eval()
     return LoadedModel(model, meta, path)
 
@@ -167,11 +167,6 @@ def combine_models(paths, device: str | torch.device = "cpu") -> tuple[torch.nn.
     kept = ("training", "metrics", "history", "train_seconds", "dataset_sha256", "finetuned")
     record = [{"file": m.path.name, **{k: m.metadata[k] for k in kept if k in m.metadata}} for m in loaded]
     return model.to(device).eval(), {"members": members}, {"member_models": record}
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return _short(text[0], 200) if text else type(exc).__name__
 
 
 def _short(value, limit: int = 60) -> str:

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
-from .errors import ImageError
+from .errors import ImageError, first_line
 from .lines import Structure, remove_lines_in_stack
 
 MNIST_SIDE = 28      # the model's input field
@@ -137,9 +137,9 @@ def decode_image_scaled(source, name: str | None = None, max_side: int = WORK_SI
     except Image.DecompressionBombError as exc:
         raise ImageError(_too_large(label, exc)) from None
     except UserWarning as warning:
-        raise ImageError(f"{label}: cannot read image (Pillow warns: {_first_line(warning)})") from None
+        raise ImageError(f"{label}: cannot read image (Pillow warns: {first_line(warning)})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"{label}: truncated or corrupt image data ({_first_line(exc)})") from None
+        raise ImageError(f"{label}: truncated or corrupt image data ({first_line(exc)})") from None
     return _reduce_scaled(gray, max_side, gray.shape[1] * scale)
 
 
@@ -227,7 +227,7 @@ def _open_file(path, label: str):
     except PermissionError:
         raise ImageError(f"{label}: cannot read file (permission denied)") from None
     except OSError as exc:
-        raise ImageError(f"{label}: cannot read file ({_first_line(exc)})") from None
+        raise ImageError(f"{label}: cannot read file ({first_line(exc)})") from None
     if os.fstat(fh.fileno()).st_size == 0:
         fh.close()
         raise ImageError(f"{label}: empty file (0 bytes)")
@@ -369,11 +369,6 @@ def _reduce(gray: np.ndarray, max_side: int) -> np.ndarray:
 def _reduction_factor(size: tuple[int, int], max_side: int) -> int:
     """The integer block size that brings an image's longer side nearest to ``max_side`` (1: leave it)."""
     return int(max(size) / max_side + 0.5)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 # ---------------------------------------------------------------------------------------------- ink
@@ -929,7 +924,7 @@ def _error_line(exc: Exception, source, name) -> str:
     if isinstance(exc, ImageError):
         return str(exc)
     # A decoder bug must cost one row, not the batch.
-    return f"{source_name(source, name)}: cannot read image ({_first_line(exc)})"
+    return f"{source_name(source, name)}: cannot read image ({first_line(exc)})"
 
 
 def prepare_chunk(chunk: tuple[list, list]) -> list:

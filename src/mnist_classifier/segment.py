@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .errors import ImageError
-from .preprocess import InkMap, _first_line, decode_image_scaled, fit_to_mnist, ink_map
+from .errors import ImageError, first_line
+from .preprocess import InkMap, decode_image_scaled, fit_to_mnist, ink_map
 
 MERGE_OVERLAP = 0.5      # blobs whose columns overlap by half the narrower one belong to one digit
 FRAGMENT_HEIGHT = 0.35   # a blob under 35% of the line's height is a piece of a neighbour, not a digit ...
@@ -217,7 +217,7 @@ def prepare_number(source, label: str):
     except ImageError as exc:
         return [], None, str(exc), 1.0, None
     except Exception as exc:  # a decoder bug must cost one row, not the batch
-        return [], None, f"{label}: cannot read image ({_first_line(exc)})", 1.0, None
+        return [], None, f"{label}: cannot read image ({first_line(exc)})", 1.0, None
     size = (round(gray.shape[1] * scale), round(gray.shape[0] * scale))
     return segments, reason, None, scale, size
 
