@@ -2,7 +2,9 @@
 
 Responses are built from the prediction pipeline's own ``to_dict`` rows and sent as they are; these models
 describe them in /docs and /openapi.json without re-validating every response (which would cost time on
-the hot path and duplicate the contract the pipeline already owns).
+the hot path). They forbid fields they do not name, and tests/test_result_fields.py validates real rows
+of the CLI, the REST API and Python against them, both ways: no row field undocumented, no documented
+field missing.
 """
 
 from __future__ import annotations
@@ -16,12 +18,16 @@ class ErrorBody(BaseModel):
     detail: str = Field(description="one line saying what is wrong", examples=["digit.png: cannot decode image"])
 
 
-class TopK(BaseModel):
+class Row(BaseModel):
+    model_config = {"extra": "forbid"}  # a field the pipeline adds must be documented here
+
+
+class TopK(Row):
     digit: int
     probability: float
 
 
-class Prediction(BaseModel):
+class Prediction(Row):
     path: str = Field(description="the uploaded file's name ('image' for JSON, 'body' for a raw body)")
     digit: Optional[int] = Field(description="0-9, or null when the image holds no digit")
     confidence: float = Field(description="probability of `digit` (0-1)")
@@ -36,14 +42,14 @@ class Prediction(BaseModel):
     image: Optional[list[list[float]]] = Field(None, description="the 28x28 grid the model saw: ink 1.0 on 0.0")
 
 
-class DigitRead(BaseModel):
+class DigitRead(Row):
     digit: int
     confidence: float
     box: list[int] = Field(description="x0, y0, x1, y1 in the uploaded image's pixels")
     probabilities: list[float]
 
 
-class NumberResult(BaseModel):
+class NumberResult(Row):
     path: str
     number: Optional[str] = Field(description="the digits read left to right, or null when none is found")
     digit: Optional[int] = Field(None, description="the digit when exactly one was found")
