@@ -13,7 +13,8 @@ import pytest
 
 from mnist_classifier import persist
 from mnist_classifier.cli import build_parser, main
-from mnist_classifier.report import FIGURES, _training_section, build_report, report_dir_for
+from mnist_classifier.plots import FIGURES
+from mnist_classifier.report import _training_section, build_report, report_dir_for, smoothed_loss_floor
 
 EVALUATE_KEYS = ["model", "architecture", "accuracy", "loss", "n", "errors", "per_class", "macro_f1",
                  "most_confused", "confusion_matrix"]
@@ -44,7 +45,7 @@ def embedded_numbers(page: str) -> dict:
 def test_report_folder_has_page_json_and_every_figure(shipped_report):
     out = shipped_report.out
     assert (out / "index.html").is_file() and (out / "report.json").is_file()
-    for stem, _, _ in FIGURES:
+    for stem in (kind.name for kind in FIGURES):
         if stem == "training_history":  # the shipped ensemble's members were trained apart: no curve of its own
             assert not (out / "figures" / f"{stem}.png").exists()
             continue
@@ -194,3 +195,37 @@ def test_train_writes_the_report_next_to_the_model(mnist, tmp_path, monkeypatch,
 def test_train_report_opt_out():
     assert build_parser().parse_args(["train", "--no-report"]).report is False
     assert build_parser().parse_args(["train"]).report is True
+
+
+def test_the_report_says_what_the_run_did_not_do(mnist, tmp_path, monkeypatch, capsys):
+    """No validation set: the curves' caption says so and early stopping is marked inactive. Label smoothing:
+    a note explains the training loss's floor and the under-confidence. The weakest digit named in the text
+    is the one the per-class chart marks (least recall)."""
+    import mnist_classifier.data
+
+    small = SimpleNamespace(train_images=mnist.train_images[:3000], train_labels=mnist.train_labels[:3000],
+                            test_images=mnist.test_images[:2000], test_labels=mnist.test_labels[:2000],
+                            sha256=mnist.sha256)
+    monkeypatch.setattr(mnist_classifier.data, "load_mnist", lambda *args, **kwargs: small)
+    model = tmp_path / "plain.safetensors"
+    assert main(["train", "-a", "cnn-fast", "--epochs", "1", "--label-smoothing", "0.05", "--early-stopping", "3",
+                 "--out", str(model), "--quiet", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    page = html.unescape((report_dir_for(model) / "index.html").read_text())
+    assert "on the training set (this run held out no validation set)" in page
+    assert "training and validation sets" not in page
+    assert re.search(r"early_stopping</td><td><code>3</code> \(inactive: no validation set to stop on\)", page)
+    assert f"cannot fall below {smoothed_loss_floor(0.05):.2f}" in page and 'id="label-smoothing"' in page
+    saved = json.loads((report_dir_for(model) / "report.json").read_text())
+    recall = {d: v["recall"] for d, v in saved["per_class"].items()}
+    named = re.search(r'<strong id="weakest">(\d)</strong>', page).group(1)
+    assert recall[named] == min(recall.values())
+
+
+def test_the_smoothed_loss_floor_is_the_targets_entropy():
+    import torch
+
+    target = torch.full((10,), 0.005)
+    target[3] = 0.955
+    assert smoothed_loss_floor(0.05) == pytest.approx(float(-(target * target.log()).sum()), rel=1e-6)
+    assert smoothed_loss_floor(0) == 0.0

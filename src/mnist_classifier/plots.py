@@ -12,7 +12,9 @@ background, but dark-on-white is what people read at a glance.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -47,19 +49,8 @@ STYLE = {
     "figure.facecolor": "white",
 }
 
-# Figure sizes in inches; at 150 DPI each PNG is exactly (width*150, height*150) pixels.
-SIZES = {
-    "samples": (7.5, 6.6),
-    "class_distribution": (8.0, 4.5),
-    "training_history": (15.0, 4.6),
-    "confusion_matrix": (14.0, 6.4),
-    "per_class_accuracy": (8.0, 4.5),
-    "predictions": (8.0, 9.0),
-    "misclassified": (12.0, 9.0),
-    "confidence_histogram": (8.0, 4.5),
-    "reliability": (6.5, 7.5),
-    "first_layer": (12.0, 6.0),
-}
+# Figure sizes in inches (at 150 DPI each PNG is exactly (width*150, height*150) pixels) are registered
+# with each figure in FIGURES, at the end of this module.
 CUSTOM_ROW_HEIGHT = 2.6  # inches per image in the custom-predictions figure
 CUSTOM_WIDTH = 11.0
 
@@ -69,8 +60,8 @@ def figure_size(name: str, rows: int | None = None) -> tuple[float, float]:
     if name == "custom_predictions":
         return CUSTOM_WIDTH, CUSTOM_ROW_HEIGHT * max(rows or 1, 1)
     if name == "predictions" and rows is not None:
-        return SIZES[name][0], 0.5 + 1.7 * max(rows, 1)  # 5 rows: the standard 8 x 9 inches
-    return SIZES[name]
+        return KINDS[name].size[0], 0.5 + 1.7 * max(rows, 1)  # 5 rows: the standard 8 x 9 inches
+    return KINDS[name].size
 
 
 def pixel_size(name: str, rows: int | None = None) -> tuple[int, int]:
@@ -85,7 +76,7 @@ def _figure(name: str, size: tuple[float, float] | None = None) -> Figure:
     import matplotlib
 
     with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=size or SIZES[name], dpi=DPI, layout="constrained")
+        fig = Figure(figsize=size or figure_size(name), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
@@ -603,3 +594,74 @@ def _percent(p: float) -> str:
 
 def _shorten(text: str, limit: int = 32) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ---------------------------------------------------------------- the registry
+
+@dataclass
+class FigureInputs:
+    """What the report's figures are drawn from: a model, its metadata's training history, and its
+    answers on the test set (with the digits themselves)."""
+
+    model: object
+    history: dict | None
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    probabilities: np.ndarray
+    test_images: np.ndarray
+    train_images: np.ndarray
+    train_labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class FigureKind:
+    """One figure, registered once: its file stem, size in inches, place in the report, caption and how
+    it is drawn. ``caption`` may depend on the training history; ``draw`` returns None where the inputs
+    cannot give the figure."""
+
+    name: str
+    size: tuple[float, float]
+    section: str
+    caption: "str | Callable[[dict | None], str]"
+    draw: "Callable[[FigureInputs, Path], Path | None]"
+
+    def caption_for(self, history: dict | None = None) -> str:
+        return self.caption(history) if callable(self.caption) else self.caption
+
+
+def _history_caption(history: dict | None) -> str:
+    validated = any(v is not None for v in (history or {}).get("val_loss") or [])
+    sets = "training and validation sets" if validated else "training set (this run held out no validation set)"
+    return (f"Accuracy and loss per epoch on the {sets}, the mean learning rate of each epoch, and the epoch "
+            "whose weights were kept.")
+
+
+# The order is the order on the report's page.
+FIGURES: list[FigureKind] = [
+    FigureKind("training_history", (15.0, 4.6), "Training", _history_caption,
+               lambda i, p: plot_training_history(i.history, p) if has_history(i.history) else None),
+    FigureKind("confusion_matrix", (14.0, 6.4), "Evaluation",
+               "Which digit the model answered (columns) for each true digit (rows). Left: counts on a log "
+               "colour scale; right: percent of each true digit's examples.",
+               lambda i, p: plot_confusion_matrix(i.y_true, i.y_pred, p)),
+    FigureKind("per_class_accuracy", (8.0, 4.5), "Evaluation",
+               "Share of each digit's test examples read correctly (its recall); red: the weakest digit.",
+               lambda i, p: plot_per_class_accuracy(i.y_true, i.y_pred, p)),
+    FigureKind("predictions", (8.0, 9.0), "Predictions", "25 random test digits with the model's answer and "
+               "confidence.", lambda i, p: plot_predictions(i.test_images, i.y_true, i.probabilities, p)),
+    FigureKind("misclassified", (12.0, 9.0), "Predictions", "The model's most confident mistakes: true digit, "
+               "answer, and the second choice.",
+               lambda i, p: plot_misclassified(i.test_images, i.y_true, i.probabilities, p)),
+    FigureKind("confidence_histogram", (8.0, 4.5), "Confidence", "How sure the model is when right (green) and "
+               "when wrong (red).", lambda i, p: plot_confidence_histogram(i.y_true, i.probabilities, p)),
+    FigureKind("reliability", (6.5, 7.5), "Confidence", "Calibration: within each confidence bin, how often the "
+               "model is right. Bars on the diagonal mean its confidence can be taken at face value.",
+               lambda i, p: plot_reliability(i.y_true, i.probabilities, p)),
+    FigureKind("samples", (7.5, 6.6), "Data", "Random digits from the MNIST training set with their labels.",
+               lambda i, p: plot_samples(i.train_images, i.train_labels, p)),
+    FigureKind("class_distribution", (8.0, 4.5), "Data", "How many training examples each digit has.",
+               lambda i, p: plot_class_distribution(i.train_labels, p)),
+    FigureKind("first_layer", (12.0, 6.0), "First layer", "The first layer's learned filters and what each "
+               "picks up in one test digit.", lambda i, p: plot_first_layer(i.model, p, image=i.test_images[0])),
+]
+KINDS = {kind.name: kind for kind in FIGURES}

@@ -141,50 +141,24 @@ def ensure_writable(folder: Path) -> None:
 
 # ---------------------------------------------------------------- figures
 
-# (file stem, section, caption); the order is the order on the page.
-FIGURES = [
-    ("training_history", "Training", "Accuracy and loss per epoch for the training and validation sets, the "
-     "learning rate, and the epoch whose weights were kept."),
-    ("confusion_matrix", "Evaluation", "Which digit the model answered (columns) for each true digit (rows). "
-     "Left: counts on a log colour scale; right: percent of each true digit's examples."),
-    ("per_class_accuracy", "Evaluation", "Share of each digit's test examples read correctly."),
-    ("predictions", "Predictions", "25 random test digits with the model's answer and confidence."),
-    ("misclassified", "Predictions", "The model's most confident mistakes: true digit, answer, and the "
-     "second choice."),
-    ("confidence_histogram", "Confidence", "How sure the model is when right (green) and when wrong (red)."),
-    ("reliability", "Confidence", "Calibration: within each confidence bin, how often the model is right. "
-     "Bars on the diagonal mean its confidence can be taken at face value."),
-    ("samples", "Data", "Random digits from the MNIST training set with their labels."),
-    ("class_distribution", "Data", "How many training examples each digit has."),
-    ("first_layer", "First layer", "The first layer's learned filters and what each picks up in one test digit."),
-]
-
-
 def _draw_figures(folder: Path, model, metadata, evaluation, data) -> tuple[dict, dict]:
-    y_true, probabilities = evaluation.y_true, evaluation.probabilities
-    history = metadata.get("history")
-    draw = {
-        "training_history": (lambda p: plots.plot_training_history(history, p)) if plots.has_history(history)
-        else None,
-        "confusion_matrix": lambda p: plots.plot_confusion_matrix(y_true, evaluation.y_pred, p),
-        "per_class_accuracy": lambda p: plots.plot_per_class_accuracy(y_true, evaluation.y_pred, p),
-        "predictions": lambda p: plots.plot_predictions(data.test_images, y_true, probabilities, p),
-        "misclassified": lambda p: plots.plot_misclassified(data.test_images, y_true, probabilities, p),
-        "confidence_histogram": lambda p: plots.plot_confidence_histogram(y_true, probabilities, p),
-        "reliability": lambda p: plots.plot_reliability(y_true, probabilities, p),
-        "samples": lambda p: plots.plot_samples(data.train_images, data.train_labels, p),
-        "class_distribution": lambda p: plots.plot_class_distribution(data.train_labels, p),
-        "first_layer": lambda p: plots.plot_first_layer(model, p, image=data.test_images[0]),
-    }
+    """Every registered figure (plots.FIGURES) that the inputs can give; a figure they cannot give is
+    removed from the folder, lest one of an earlier report there stay behind."""
+    inputs = _figure_inputs(model, metadata, evaluation, data)
     figures, seconds = {}, {}
-    for name, _, _ in FIGURES:
-        if draw[name] is None:
-            (folder / f"{name}.png").unlink(missing_ok=True)  # a figure from an earlier report in this folder
-            continue
+    for kind in plots.FIGURES:
         started = time.perf_counter()
-        figures[name] = draw[name](folder / f"{name}.png")
-        seconds[name] = time.perf_counter() - started
+        drawn = kind.draw(inputs, folder / f"{kind.name}.png")
+        if drawn is None:
+            (folder / f"{kind.name}.png").unlink(missing_ok=True)
+            continue
+        figures[kind.name], seconds[kind.name] = drawn, time.perf_counter() - started
     return figures, seconds
+
+
+def _figure_inputs(model, metadata, evaluation, data) -> plots.FigureInputs:
+    return plots.FigureInputs(model, metadata.get("history"), evaluation.y_true, evaluation.y_pred,
+                              evaluation.probabilities, data.test_images, data.train_images, data.train_labels)
 
 
 # ---------------------------------------------------------------- the page
@@ -284,9 +258,9 @@ def _e(value) -> str:
 def _nav_items(figures) -> list[tuple[str, str]]:
     items = [("overview", "Overview"), ("model", "Model"), ("training", "Training"), ("metrics", "Metrics")]
     seen = []
-    for stem, section, _ in FIGURES:
-        if stem in figures and section not in ("Training",) and section not in seen:
-            seen.append(section)
+    for kind in plots.FIGURES:
+        if kind.name in figures and kind.section != "Training" and kind.section not in seen:
+            seen.append(kind.section)
     return items + [(_anchor(section), section) for section in seen]
 
 
@@ -322,13 +296,26 @@ def _model_section(summary: dict, metadata: dict) -> str:
     ]
     meta_rows = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in rows)
     if training:
-        train_rows = "".join(f"<tr><td>{_e(k)}</td><td><code>{_e(_plain(v))}</code></td></tr>"
-                             for k, v in training.items())
+        train_rows = "".join(f"<tr><td>{_e(k)}</td><td><code>{_e(_plain(v))}</code>{_e(_setting_note(k, training))}"
+                             f"</td></tr>" for k, v in training.items())
         train_table = f'<div><h3>Training settings</h3><table class="meta">{train_rows}</table></div>'
     else:
         train_table = '<div><h3>Training settings</h3><p>Not recorded in this model file.</p></div>'
     return (f'<section id="model"><h2>Model</h2><div class="columns"><div><h3>Model file</h3>'
             f'<table class="meta">{meta_rows}</table></div>{train_table}</div></section>\n')
+
+
+def _setting_note(name: str, training: dict) -> str:
+    """A word beside a setting that did nothing in this run, so the table does not mislead."""
+    if name == "early_stopping" and training.get(name) and not training.get("validation_split"):
+        return " (inactive: no validation set to stop on)"
+    return ""
+
+
+def smoothed_loss_floor(smoothing: float, classes: int = 10) -> float:
+    """The lowest cross-entropy reachable against label-smoothed targets: their own entropy."""
+    right, other = 1 - smoothing + smoothing / classes, smoothing / classes
+    return float(-(right * np.log(right) + (classes - 1) * other * np.log(other))) if smoothing > 0 else 0.0
 
 
 def _training_section(metadata: dict, figures: dict, out_dir: Path) -> str:
@@ -346,14 +333,23 @@ def _training_section(metadata: dict, figures: dict, out_dir: Path) -> str:
     if not any(v is not None for v in history.get("val_loss") or []):
         facts.append("no validation split (trained on all 60,000 digits)")
     note = f"<p>{_e('; '.join(facts))}.</p>"
+    smoothing = (metadata.get("training") or {}).get("label_smoothing") or 0
+    if smoothing:
+        note += (f'<p id="label-smoothing">Trained with label smoothing {smoothing:g}: the targets give the true '
+                 f"digit {1 - smoothing + smoothing / 10:.3f}, not 1, so the training loss cannot fall below "
+                 f"{smoothed_loss_floor(smoothing):.2f} (the test loss is measured against plain labels), and the "
+                 "model's confidence is held below 1 on purpose, which the reliability diagram shows as "
+                 "under-confidence.</p>")
     return (f'<section id="training"><h2>Training</h2>{note}'
-            f'{_figure_html("training_history", figures, out_dir)}</section>\n')
+            f'{_figure_html("training_history", figures, out_dir, history)}</section>\n')
 
 
 def _metrics_section(evaluation, summary: dict) -> str:
     report = evaluation.classification_report()
     per_class = summary["per_class"]
-    weakest = min(per_class, key=lambda d: per_class[d]["f1"])
+    # The digit read correctly least often: the red bar of the per-class chart, the marked row here.
+    weakest = min(per_class, key=lambda d: (per_class[d]["recall"], per_class[d]["f1"]))
+    lowest_f1 = min(per_class, key=lambda d: per_class[d]["f1"])
     rows = []
     for digit in map(str, range(10)):
         r = report[digit]
@@ -375,22 +371,24 @@ def _metrics_section(evaluation, summary: dict) -> str:
     return (f'<section id="metrics"><h2>Metrics on the test set</h2>'
             f'<p>Accuracy <strong>{summary["accuracy"]:.2%}</strong> ({summary["accuracy"]:.6f}), '
             f'loss <strong>{summary["loss"]:.4f}</strong>, {summary["errors"]:,} errors in {summary["n"]:,} digits. '
-            f'Weakest digit by F1: <strong>{weakest}</strong>.</p>'
+            f'Digit read correctly least often: <strong id="weakest">{weakest}</strong> (recall '
+            f'{per_class[weakest]["recall"]:.2%}, the marked row and the red bar of the per-class chart)'
+            f'{"" if lowest_f1 == weakest else f"; lowest F1: {lowest_f1}"}.</p>'
             f'<div class="columns"><div><h3>Classification report</h3>{table}</div>'
             f'<div><h3>Most confused pairs</h3>{confused}</div></div></section>\n')
 
 
 def _figure_sections(figures: dict, out_dir: Path, skip: set) -> list[str]:
     sections: dict[str, list[str]] = {}
-    for stem, section, _ in FIGURES:
-        if stem in figures and stem not in skip:
-            sections.setdefault(section, []).append(_figure_html(stem, figures, out_dir))
+    for kind in plots.FIGURES:
+        if kind.name in figures and kind.name not in skip:
+            sections.setdefault(kind.section, []).append(_figure_html(kind.name, figures, out_dir))
     return [f'<section id="{_anchor(section)}"><h2>{section}</h2>{"".join(items)}</section>\n'
             for section, items in sections.items()]
 
 
-def _figure_html(stem: str, figures: dict, out_dir: Path) -> str:
-    caption = next(c for s, _, c in FIGURES if s == stem)
+def _figure_html(stem: str, figures: dict, out_dir: Path, history: dict | None = None) -> str:
+    caption = plots.KINDS[stem].caption_for(history)
     source = Path(os.path.relpath(figures[stem], out_dir)).as_posix()
     width = _display_width(figures[stem])
     return (f'<figure id="figure-{stem}"><img src="{_e(source)}" width="{width}" alt="{_e(caption)}">'
