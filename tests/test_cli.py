@@ -103,3 +103,27 @@ def test_train_then_evaluate_round_trip(tmp_path):
     evaluated = json.loads(run_cli("evaluate", out, "--json").stdout)
     assert evaluated["accuracy"] == pytest.approx(summary["accuracy"], abs=1e-9)
     assert evaluated["loss"] == pytest.approx(summary["loss"], rel=1e-6)
+
+
+def test_the_cli_offers_the_librarys_choices_and_defaults():
+    """Choices and defaults are read from the library, never typed again in the CLI."""
+    from mnist_classifier.augment import RECIPES
+    from mnist_classifier.cli import build_parser
+    from mnist_classifier.engines import DEFAULT_ENGINE
+    from mnist_classifier.predict import DEFAULT_THRESHOLD, DEFAULT_TOP_K, IMAGE_EXTENSIONS
+    from mnist_classifier.server import limits
+    from mnist_classifier.train import OPTIMIZERS, SCHEDULES
+
+    def option(command, flag):
+        sub = build_parser(command)._subparsers._group_actions[0].choices[command]
+        return next(a for a in sub._actions if flag in a.option_strings)
+
+    assert list(option("train", "--optimizer").choices) == list(OPTIMIZERS)
+    assert list(option("train", "--schedule").choices) == list(SCHEDULES)
+    assert list(option("train", "--augment-recipe").choices) == list(RECIPES)
+    assert option("predict", "--top-k").default == DEFAULT_TOP_K
+    assert f"(default: {DEFAULT_THRESHOLD})" in option("predict", "--threshold").help
+    assert ",".join(IMAGE_EXTENSIONS) in option("predict", "--ext").help
+    assert option("predict", "--engine").default == DEFAULT_ENGINE
+    assert (option("serve", "--host").default, option("serve", "--port").default) == \
+        (limits.DEFAULT_HOST, limits.DEFAULT_PORT)

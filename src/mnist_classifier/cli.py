@@ -126,16 +126,16 @@ def _data_dir_argument(parser) -> None:
 def add_train(p) -> None:
     from .augment import RECIPES
     from .models import REGISTRY
-    from .train import DEFAULT_ARCHITECTURE, TrainConfig
+    from .train import DEFAULT_ARCHITECTURE, OPTIMIZERS, SCHEDULES, TrainConfig
 
     p.add_argument("--architecture", "-a", type=_architecture_name, metavar="{" + ",".join(REGISTRY) + "}",
                    help=f"model family (default: {DEFAULT_ARCHITECTURE})")
     p.add_argument("--epochs", type=int, help="maximum epochs")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="learning rate (peak LR for onecycle)")
-    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"])
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
     p.add_argument("--weight-decay", type=float)
-    p.add_argument("--schedule", choices=["constant", "onecycle", "plateau"])
+    p.add_argument("--schedule", choices=SCHEDULES)
     p.add_argument("--validation-split", type=float, help="fraction held out for validation (0 = none)")
     p.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="epochs without val-loss gain (0 = off)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
@@ -430,9 +430,10 @@ def run_report(args) -> int:
                      "with uvicorn. The model is loaded once; one log line per request on stderr.")
 def add_serve(p) -> None:
     _model_argument(p, positional=False)
-    p.add_argument("--host", default="127.0.0.1",
-                   help="interface to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: every interface)")
-    p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    host, port = _server_default("DEFAULT_HOST"), _server_default("DEFAULT_PORT")
+    p.add_argument("--host", default=host,
+                   help=f"interface to listen on (default: {host}, this machine only; 0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=port, help=f"TCP port (default: {port})")
     _device_argument(p)
     p.add_argument("--workers", type=int, default=1,
                    help="server processes, each with its own copy of the model (default: 1)")
@@ -471,6 +472,8 @@ def run_serve(args) -> int:
                      "photos and drawings, dark ink on light paper or light on dark. Folders and "
                      "glob patterns are expanded. Exit code 1 if any file could not be read.")
 def add_predict(p) -> None:
+    from .predict import DEFAULT_THRESHOLD, DEFAULT_TOP_K, IMAGE_EXTENSIONS
+
     _model_argument(p, positional=False)
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
     p.add_argument("--json", action="store_true", help="print a JSON array, one object per image")
@@ -479,10 +482,11 @@ def add_predict(p) -> None:
     p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
     p.add_argument("--ext", default=None, metavar="EXTS",
                    help="comma-separated extensions taken from folders, case-insensitive "
-                        "(default: png,jpg,jpeg,bmp,tif,tiff,gif,webp)")
+                        f"(default: {','.join(IMAGE_EXTENSIONS)})")
     p.add_argument("--threshold", type=float, default=None,
-                   help="confidence below which an answer is flagged uncertain (default: 0.6)")
-    p.add_argument("--top-k", type=int, default=3, help="alternatives listed per image in --json (default: 3)")
+                   help=f"confidence below which an answer is flagged uncertain (default: {DEFAULT_THRESHOLD})")
+    p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K,
+                   help=f"alternatives listed per image in --json (default: {DEFAULT_TOP_K})")
     _device_argument(p)
     _engine_argument(p, "predict")
     p.add_argument("--workers", type=int, default=None,

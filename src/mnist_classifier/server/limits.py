@@ -4,6 +4,8 @@ Imports nothing, so that the CLI can show the defaults in ``serve --help`` witho
 """
 
 # ---- requests (server.app)
+DEFAULT_HOST = "127.0.0.1"  # this machine only: serving a network is a choice made with --host
+DEFAULT_PORT = 8000
 DEFAULT_MAX_REQUEST_BYTES = 10 * 1024 * 1024  # a 12-megapixel phone JPEG fits; a 20 MB upload does not
 DEFAULT_MAX_BATCH_FILES = 64  # keeps one batch request from holding the model for long
 DEFAULT_MAX_PENDING = 64  # requests with a body in progress: twice the 32 clients the load benchmark drives

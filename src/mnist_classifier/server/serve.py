@@ -24,8 +24,8 @@ _SETTINGS_ENV = "MNIST_CLASSIFIER_SERVE"  # how worker processes learn the setti
 LOG_FORMAT = "%(asctime)s %(message)s"
 
 
-def serve(model=None, host: str = "127.0.0.1", port: int = 8000, device: str = "auto", workers: int = 1,
-          log_requests: bool = True, allowed_hosts=None, engine: str = "torch", **limits) -> None:
+def serve(model=None, host: str = limit.DEFAULT_HOST, port: int = limit.DEFAULT_PORT, device: str = "auto",
+          workers: int = 1, log_requests: bool = True, allowed_hosts=None, engine: str = "torch", **limits) -> None:
     """Serve until interrupted. A bad model file fails here, with one line, before the port is opened.
 
     ``allowed_hosts``: Host header values to answer (None: localhost, plus ``host`` when it names one
