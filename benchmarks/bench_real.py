@@ -275,6 +275,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="model file (default: the shipped model)")
     parser.add_argument("--quick", action="store_true", help="smaller sets")
+    parser.add_argument("--seed", type=int, default=0, help="draws of the synthetic rows (the published figures: 0)")
     parser.add_argument("--only", nargs="*", default=None, help="row names to run")
     parser.add_argument("--no-save", action="store_true", help="print only; do not write results/real.json")
     parser.add_argument("--finetune", action="store_true", help="also fine-tune on half the scikit-learn digits")
@@ -282,7 +283,7 @@ def main(argv=None) -> int:
 
     mnist = load_mnist(progress=False)
     predictor = Predictor(args.model)
-    rows = build_rows(mnist, set(args.only or []), args.quick)
+    rows = build_rows(mnist, set(args.only or []), args.quick, args.seed)
     results: dict = {}
     if args.only and not args.no_save and (RESULTS / "real.json").is_file():  # a partial run keeps the other rows
         results = json.loads((RESULTS / "real.json").read_text())["rows"]
