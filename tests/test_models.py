@@ -72,3 +72,27 @@ def test_options_that_must_fit_each_other_are_checked_before_building():
     with pytest.raises(ConfigError, match="mlp-bn: dropouts has 3 values but there are 1 hidden layers"):
         check_config("mlp-bn", {"hidden_layers": [1]})
     assert check_config("mlp-bn", {"hidden_layers": [64], "dropouts": [0.1]})["dropouts"] == [0.1]
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_every_architecture_survives_batch_norm_folding(name, mnist):
+    """inference.prepare_for_inference folds each BN into its layer: the same answers, for every architecture,
+    with BN statistics far from (0, 1) so that a wrong fold shows."""
+    from mnist_classifier.inference import predict_logits, prepare_for_inference
+
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    generator = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator) * 0.5)
+            module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(module.weight.shape, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.randn(module.bias.shape, generator=generator) * 0.1)
+    images = mnist.test_images[:256]
+    folded = prepare_for_inference(model)
+    assert not any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for m in folded.modules()) or \
+        name.startswith("mlp")  # fx folds conv-BN pairs; an MLP's BN follows a Linear and stays
+    expected, got = predict_logits(model, images), predict_logits(folded, images)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert torch.equal(got.argmax(1), expected.argmax(1))
