@@ -16,7 +16,7 @@ from scipy import ndimage
 from mnist_classifier import augment as A
 from mnist_classifier.errors import ConfigError
 from mnist_classifier.models import build_model
-from mnist_classifier.preprocess import fit_to_mnist
+from mnist_classifier.fit import fit_to_mnist
 from mnist_classifier.train import TrainConfig, fit, random_affine, save_result, train_architecture
 
 

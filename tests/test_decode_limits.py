@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from PIL import EpsImagePlugin, Image, ImageDraw
 
+from mnist_classifier import decode as decode_module
 from mnist_classifier import preprocess
 from mnist_classifier.errors import ImageError
-from mnist_classifier.preprocess import IMAGE_EXTENSIONS, MAX_PIXELS_ENV, READ_FORMATS, decode_image
+from mnist_classifier.decode import IMAGE_EXTENSIONS, MAX_PIXELS_ENV, READ_FORMATS, decode_image
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -82,7 +83,7 @@ def test_the_default_budget_refuses_a_pixel_bomb_in_a_small_file(tmp_path):
     assert len(png) < 2_000_000
     message = error_of(png, name="bomb.png")
     assert message == (f"bomb.png: image too large to decode (9459x9459 = 89472681 pixels, over the limit of "
-                       f"{preprocess.MAX_PIXELS}; set {MAX_PIXELS_ENV} to change it)")
+                       f"{decode_module.MAX_PIXELS}; set {MAX_PIXELS_ENV} to change it)")
 
 
 # ---------------------------------------------------------------------------------------------- reduction
@@ -189,13 +190,13 @@ def test_pillow_warnings_become_the_files_error_instead_of_stderr_lines(tmp_path
     odd = tmp_path / "odd.png"
     odd.write_bytes(_png_with_bad_animation_chunk())
     assert decode_image(odd).shape[0] > 0
-    decode = preprocess._decode_file
+    decode = decode_module._decode_file
 
     def warning_decoder(*args):
         warnings.warn("image data is odd", UserWarning)
         return decode(*args)
 
-    monkeypatch.setattr(preprocess, "_decode_file", warning_decoder)
+    monkeypatch.setattr(decode_module, "_decode_file", warning_decoder)
     assert error_of(odd) == f"{odd}: cannot read image (Pillow warns: image data is odd)"
     assert not recwarn.list, [str(w.message) for w in recwarn.list]
     assert capsys.readouterr().err == ""

@@ -274,7 +274,7 @@ def test_finetune_keeps_the_base_weights_when_no_epoch_beats_them(capsys, tmp_pa
         with torch.no_grad():
             for p in model.parameters():
                 p.zero_()
-        return 9.9, 0.0
+        return 9.9, 0.0, 1e-3  # loss, accuracy, mean learning rate
 
     monkeypatch.setattr(module, "_train_epoch", ruinous_epoch)
     out = tmp_path / "tuned.safetensors"

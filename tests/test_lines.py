@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
+from mnist_classifier import ink as ink_module
 from mnist_classifier import lines, preprocess
 from mnist_classifier.predict import Predictor
 from mnist_classifier.synth import FORM_STYLES, PAPER, render_form, render_on_paper, to_jpeg
@@ -113,7 +114,7 @@ def test_mnist_digits_come_out_unchanged(mnist, monkeypatch):
     """3000 test digits, all their 1s and 7s among them: as they were before lines were removed."""
     images = list(mnist.test_images[:3000].astype(np.float32) / 255)
     after = preprocess.normalize_digits(images)
-    monkeypatch.setattr(preprocess, "remove_lines_in_stack", lambda ink, alive: [None] * len(ink))
+    monkeypatch.setattr(ink_module, "remove_lines_in_stack", lambda ink, alive: [None] * len(ink))
     before = preprocess.normalize_digits(images)
     for (a, _), (b, _) in zip(after, before):
         np.testing.assert_array_equal(a, b)
@@ -142,7 +143,7 @@ def test_digits_on_plain_paper_come_out_unchanged(mnist, monkeypatch):
     rng = np.random.default_rng(0)
     grays = [preprocess.decode_image(render_on_paper(mnist.test_images[i], rng, **PAPER)) for i in picks]
     after = preprocess.normalize_digits(grays)
-    monkeypatch.setattr(preprocess, "remove_lines_in_stack", lambda ink, alive: [None] * len(ink))
+    monkeypatch.setattr(ink_module, "remove_lines_in_stack", lambda ink, alive: [None] * len(ink))
     before = preprocess.normalize_digits(grays)
     for (a, _), (b, _) in zip(after, before):
         np.testing.assert_array_equal(a, b)

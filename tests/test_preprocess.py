@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mnist_classifier import decode as decode_module
+from mnist_classifier import ink as ink_module
 from mnist_classifier import preprocess
 from mnist_classifier.errors import ImageError
 from mnist_classifier.preprocess import decode_image, normalize_digit, preprocess_image
@@ -268,14 +270,14 @@ def test_an_image_that_breaks_the_normalization_costs_only_its_row(mnist, monkey
     cursed = images[3].copy()
     cursed[0, 0] = 7  # a marker the broken step below recognises
     images[3] = cursed
-    real_stack = preprocess._ink_stack
+    real_stack = ink_module._ink_stack
 
     def breaks_on_the_marker(stack):
         if np.any(np.isclose(stack[:, 0, 0], 7 / 255)):
             raise RuntimeError("unexpected failure")
         return real_stack(stack)
 
-    monkeypatch.setattr(preprocess, "_ink_stack", breaks_on_the_marker)
+    monkeypatch.setattr(ink_module, "_ink_stack", breaks_on_the_marker)
     rows = preprocess.prepare_batch(images, names=[f"d{i}.png" for i in range(6)])
     assert rows[3][0] is None and rows[3][2] == "d3.png: cannot read image (unexpected failure)"
     for i in (0, 1, 2, 4, 5):
@@ -320,7 +322,7 @@ def test_unreadable_file(tmp_path, paper_seven, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(preprocess, "open", denied, raising=False)  # root can read anything, so simulate
+    monkeypatch.setattr(decode_module, "open", denied, raising=False)  # root can read anything, so simulate
     assert "permission denied" in _error(path)
 
 

@@ -21,7 +21,8 @@ import ray  # the [ray] extra, which the test command installs
 
 from mnist_classifier import distributed
 from mnist_classifier.errors import MNISTClassifierError
-from mnist_classifier.predict import CSV_FIELDS, NUMBER_CSV_FIELDS, Predictor, collect_images
+from mnist_classifier.formats import CSV_FIELDS, NUMBER_CSV_FIELDS
+from mnist_classifier.predict import Predictor, collect_images
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "assets" / "sample_digits"

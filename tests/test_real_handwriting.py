@@ -91,7 +91,7 @@ def test_a_digit_cut_by_the_edge_of_a_photo_is_kept(predictor, typical_digits):
 
 
 def test_shadow_edges_run_along_the_image_and_digits_reach_into_it():
-    from mnist_classifier.preprocess import _runs_off_the_image
+    from mnist_classifier.ink import _runs_off_the_image
 
     labels = np.zeros((1, 60, 80), dtype=np.int32)
     labels[0, 30:60, 10:25] = 1   # a stroke cut by the bottom edge: deeper than wide

@@ -17,7 +17,8 @@ from PIL import Image
 
 from mnist_classifier import MNISTClassifier
 from mnist_classifier.cli import main
-from mnist_classifier.predict import CSV_FIELDS, NUMBER_CSV_FIELDS, Predictor
+from mnist_classifier.formats import CSV_FIELDS, NUMBER_CSV_FIELDS
+from mnist_classifier.predict import Predictor
 from mnist_classifier.server import create_app, schemas
 
 README = Path(__file__).resolve().parents[1] / "README.md"

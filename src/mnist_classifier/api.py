@@ -222,7 +222,8 @@ class MNISTClassifier:
         Raises ImageError if the file cannot be read or holds no digit (blank, uniform, noise).
         """
         from .errors import ImageError
-        from .preprocess import preprocess_image, source_name
+        from .decode import source_name
+        from .preprocess import preprocess_image
 
         image, reason = preprocess_image(image_path)
         if image is None:

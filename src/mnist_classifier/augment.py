@@ -11,7 +11,7 @@ here turns a batch (N, 1, H, W) of light ink on 0 into a plausible other writer'
     stroke_width(x, gen)             a thicker or thinner pen
     styles(x, y, gen)                flagged 1s (some with a foot), crossed 7s, 9s with a curled tail
     partial_crop(x, gen)             1-3 px of ink cut off one side, as a tight crop of a photo does
-    refit(x)                         re-frame exactly as preprocess.fit_to_mnist frames a real image
+    refit(x)                         re-frame exactly as fit.fit_to_mnist frames a real image
 
     augment_batch(x, y, gen, recipe) one training batch, as a Recipe (or a name in RECIPES) says
 
@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError
+from .fit import DIGIT_BOX, MNIST_CENTRE, MNIST_SIDE
 
 INK_LEVEL = 0.05    # fainter values are resampling fringe around strokes, which a scan's noise floor hides
 STROKE_LEVEL = 0.3  # where a stroke is, for finding a digit's top, bottom and stem
@@ -230,16 +231,13 @@ def _first(occupied: torch.Tensor) -> torch.Tensor:
 
 
 def refit(x: torch.Tensor) -> torch.Tensor:
-    """(N, 1, H, W) -> (N, 1, 28, 28) framed exactly as preprocess.fit_to_mnist frames a real image.
+    """(N, 1, H, W) -> (N, 1, 28, 28) framed exactly as fit.fit_to_mnist frames a real image.
 
     The ink box (values above INK_LEVEL) is resized so its longer side is 20 px keeping the aspect
     ratio, with Pillow's own resampling weights (BOX when shrinking, BILINEAR when enlarging), then
     shifted by whole pixels so the centre of mass sits at (14, 14). Resizing is separable, so each
     sample is two small matrix products: rows, then columns.
     """
-    # Imported here: the CLI imports this module to list the recipes, and preprocess brings scipy along.
-    from .preprocess import DIGIT_BOX, MNIST_CENTRE, MNIST_SIDE
-
     x = F.threshold(x, INK_LEVEL, 0.0)
     box = ink_box(x)
     height, width = box.y1 - box.y0, box.x1 - box.x0

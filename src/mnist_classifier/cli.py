@@ -502,8 +502,8 @@ def add_predict(p) -> None:
 def run_predict(args) -> int:
     if args.engine == "ray":
         return run_predict_ray(args)
-    from .predict import (DEFAULT_THRESHOLD, IMAGE_EXTENSIONS, Predictor, collect_images, csv_writer, table_header,
-                          table_line, table_width)
+    from .formats import csv_writer, table_header, table_line, table_width
+    from .predict import DEFAULT_THRESHOLD, IMAGE_EXTENSIONS, Predictor, collect_images
 
     if args.csv:
         _check_output("--csv", args.csv)

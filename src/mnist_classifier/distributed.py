@@ -31,14 +31,17 @@ import pyarrow.parquet as pq
 import ray
 
 from .errors import ConfigError, MNISTClassifierError
-from .predict import CSV_FIELDS, MODEL_BATCH, NUMBER_CSV_FIELDS, Predictor, collect_images, csv_row
-from .preprocess import IMAGE_EXTENSIONS, MNIST_SIDE, prepare_batch
+from .formats import CSV_FIELDS, NUMBER_CSV_FIELDS, csv_row
+from .predict import MODEL_BATCH, Predictor, collect_images
+from .decode import IMAGE_EXTENSIONS
+from .fit import MNIST_SIDE
+from .preprocess import prepare_batch
 from .segment import Segment, prepare_number
 
 LOCAL_BLOCK = 1024   # local files per decoding task: a fraction of a second of work, many tasks per core
 CLASSIFY_CPUS = 0.5  # an actor waits for decoded images part of the time: two share a core, or one a decoder's
 
-# The output's columns are the CSV's (predict.CSV_FIELDS, NUMBER_CSV_FIELDS), in its order, plus the
+# The output's columns are the CSV's (formats.CSV_FIELDS, NUMBER_CSV_FIELDS), in its order, plus the
 # ``probabilities`` list of ``predict --json``; here only their Arrow types, text unless said otherwise.
 _TYPES = {"digit": pa.int64(), "confidence": pa.float64(), "uncertain": pa.bool_(),
           **{f"p{d}": pa.float64() for d in range(10)}, "probabilities": pa.list_(pa.float64())}

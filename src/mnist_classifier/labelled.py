@@ -20,7 +20,7 @@ import numpy as np
 from .errors import ImageError
 from .evaluate import DIGITS, NO_DIGIT, Evaluation
 from .predict import collect_images
-from .preprocess import IMAGE_EXTENSIONS
+from .decode import IMAGE_EXTENSIONS
 
 LAYOUT_HINT = "expected one subfolder per digit, DIR/0 ... DIR/9, holding that digit's images"
 

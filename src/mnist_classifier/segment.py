@@ -1,6 +1,6 @@
 """Split a number written on one line into single digits, each normalized like an MNIST digit.
 
-The ink map (preprocess.ink_map: background, polarity, contrast, printed lines and specks handled once,
+The ink map (ink.ink_map: background, polarity, contrast, printed lines and specks handled once,
 for the whole image) is cut into connected blobs; blobs stacked above each other are one digit in
 several strokes (a "5" whose bar did not touch, a broken "4"); a blob much wider than the digits' height
 is several touching digits, cut where the column of ink is thinnest.
@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .errors import ImageError, first_line
-from .preprocess import InkMap, decode_image_scaled, fit_to_mnist, ink_map
+from .decode import decode_image_scaled, read_error
+from .fit import fit_to_mnist, ink_box
+from .ink import InkMap, ink_map
 
 MERGE_OVERLAP = 0.5      # blobs whose columns overlap by half the narrower one belong to one digit
 FRAGMENT_HEIGHT = 0.35   # a blob under 35% of the line's height is a piece of a neighbour, not a digit ...
@@ -80,7 +81,7 @@ def segment_digits(gray: np.ndarray) -> tuple[list[Segment], str | None]:
         for x0, x1 in _split_columns(ink, group, line_height):
             part = np.zeros_like(ink)
             part[group.y0:group.y1, x0:x1] = ink[group.y0:group.y1, x0:x1]
-            box = _tight_box(part)
+            box = ink_box(part)
             if box is not None:
                 segments.append(Segment(box, fit_to_mnist(part, box)))
     segments.sort(key=lambda s: (s.box[0] + s.box[2]) / 2)
@@ -118,7 +119,7 @@ def _segments_in_cells(m: InkMap, cells: list[tuple[int, int, int, int]]) -> lis
         part = np.zeros_like(m.ink)
         mine = digit_of == k
         part[rows[mine], cols[mine]] = ink[mine]
-        box = _tight_box(part)
+        box = ink_box(part)
         if box is not None:
             segments.append(Segment(box, fit_to_mnist(part, box)))
     return segments
@@ -199,13 +200,6 @@ def _split_columns(ink: np.ndarray, group: _Group, line_height: float) -> list[t
     return list(zip(cuts[:-1], cuts[1:]))
 
 
-def _tight_box(ink: np.ndarray) -> tuple[int, int, int, int] | None:
-    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    if rows.size == 0:
-        return None
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-
-
 def prepare_number(source, label: str):
     """Decode and segment one number image: (segments, reason, error, scale, (width, height)).
 
@@ -214,10 +208,8 @@ def prepare_number(source, label: str):
     try:
         gray, scale = decode_image_scaled(source, label, max_side=NUMBER_WORK_SIDE)
         segments, reason = segment_digits(gray)
-    except ImageError as exc:
-        return [], None, str(exc), 1.0, None
-    except Exception as exc:  # a decoder bug must cost one row, not the batch
-        return [], None, f"{label}: cannot read image ({first_line(exc)})", 1.0, None
+    except Exception as exc:  # one bad input costs one row, as in preprocess.prepare_batch
+        return [], None, read_error(exc, source, label), 1.0, None
     size = (round(gray.shape[1] * scale), round(gray.shape[0] * scale))
     return segments, reason, None, scale, size
 
