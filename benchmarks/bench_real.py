@@ -46,7 +46,7 @@ from _machine import RESULTS, machine_info, write_result  # noqa: E402
 from mnist_classifier import synth  # noqa: E402
 from mnist_classifier.data import load_mnist  # noqa: E402
 from mnist_classifier.predict import Predictor  # noqa: E402
-from mnist_classifier.preprocess import fit_to_mnist  # noqa: E402
+from mnist_classifier.fit import fit_to_mnist  # noqa: E402
 
 TARGETS = {
     "sklearn_paper": ">= 0.98 (as the 30 writers' 32x32 scans)",
