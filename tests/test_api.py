@@ -48,6 +48,14 @@ def test_load_shipped_model_by_default(pretrained_path):
     assert clf.metadata["metrics"]["accuracy"] >= 0.996
 
 
+def test_evaluating_without_asking_for_the_float_copies_keeps_none(mnist_dir):
+    clf = MNISTClassifier(data_dir=mnist_dir, device="cpu")
+    clf.load_model()
+    accuracy, _, _ = clf.evaluate_model()
+    assert accuracy >= 0.996
+    assert clf.x_train is None and clf.x_test is None  # only load_and_preprocess_data() makes them
+
+
 def test_evaluate_before_build_is_a_clear_error(mnist_dir):
     with pytest.raises(ConfigError, match="call build_model\\(\\) or load_model\\(path\\) first"):
         MNISTClassifier(data_dir=mnist_dir).predict_proba(np.zeros((1, 28, 28)))

@@ -51,8 +51,9 @@ class MNISTClassifier:
         return (self.x_train, self.y_train), (self.x_test, self.y_test)
 
     def _require_data(self):
+        """The uint8 arrays training and evaluation read; the float copies (about 220 MB) only on request."""
         if self.data is None:
-            self.load_and_preprocess_data()
+            self.data = load_mnist(self.data_dir)
         return self.data
 
     def _require_model(self):
