@@ -212,7 +212,7 @@ class Architecture:
     options: dict  # option name -> its Option (or a checking function), checked before building
     training: dict  # TrainConfig fields this architecture is tuned for (overridable)
     description: str = ""
-    channels_last: bool = field(default=False)  # conv nets run ~1.5-2x faster on CPU in NHWC
+    channels_last: bool = field(default=False)  # conv nets run faster on CPU in NHWC
     agree: Callable[[dict], str | None] = field(default=lambda config: None)  # options that must fit each other
 
 

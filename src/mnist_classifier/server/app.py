@@ -78,7 +78,7 @@ def create_app(model=None, *, device: str = "auto", max_request_bytes: int = DEF
     ``log_requests``: log one line per request (method, path, status, milliseconds) on this module's logger.
     ``torch_threads``: the engine's intra-op threads for this process (None: the engine's default). The server's
     forward passes are small, so extra threads gain little, and on a busy machine a parallel region
-    waits for its slowest thread: on 2 shared cores, 1 thread was 4-40x faster per image than 2.
+    waits for its slowest thread: on 2 shared cores, 1 thread was far faster per image than 2.
     ``engine``: what runs the model, a name from ``engines.ENGINES`` (a ready ``Predictor`` brings its own).
     """
     service = Service(_predictor(model, device, engine, torch_threads), max_request_bytes=max_request_bytes,
