@@ -76,22 +76,25 @@ def test_build_model_starts_from_the_weights_train_starts_from():
 
 @pytest.mark.slow
 def test_the_api_trains_the_weights_the_cli_trains(mnist_dir, tmp_path):
-    """Same architecture, seed and settings from Python and from the command line: the same weights, bit for bit."""
+    """Same architecture, seed and settings from Python and from the command line: the same weights, bit for
+    bit. Each runs in a fresh process, as a user runs them (a process's thread count changes float sums)."""
     import subprocess
     import sys
 
     from safetensors.torch import load_file
 
-    out = tmp_path / "cli.safetensors"
+    cli, api = tmp_path / "cli.safetensors", tmp_path / "api.safetensors"
     proc = subprocess.run([sys.executable, "-m", "mnist_classifier.cli", "train", "-a", "cnn-fast", "--epochs", "1",
-                           "--seed", "5", "--data-dir", str(mnist_dir), "--device", "cpu", "--out", str(out),
+                           "--seed", "5", "--data-dir", str(mnist_dir), "--device", "cpu", "--out", str(cli),
                            "--no-report", "--quiet"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    clf = MNISTClassifier(architecture="cnn-fast", data_dir=mnist_dir, device="cpu", seed=5)
-    clf.build_model()
-    clf.train_model(epochs=1, progress=False)
-    from_cli = load_file(out)
-    from_api = {name: tensor.cpu() for name, tensor in clf.model.state_dict().items()}
+    script = ("import sys; from mnist_classifier import MNISTClassifier; "
+              "clf = MNISTClassifier(architecture='cnn-fast', data_dir=sys.argv[1], device='cpu', seed=5); "
+              "clf.build_model(); clf.train_model(epochs=1, progress=False); clf.save_model(sys.argv[2])")
+    proc = subprocess.run([sys.executable, "-c", script, str(mnist_dir), str(api)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    from_cli, from_api = load_file(cli), load_file(api)
     assert from_cli.keys() == from_api.keys()
     for name, tensor in from_api.items():
         assert torch.equal(tensor, from_cli[name]), name

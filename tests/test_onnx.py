@@ -274,3 +274,29 @@ def test_model_files_the_onnx_engine_cannot_use_are_one_line_errors(tmp_path, ex
     assert main(["predict", "--engine", "onnx", "--model", str(garbage), str(exported[1])]) == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("mnist-classifier predict: error: ") and "garbage.onnx: not a readable ONNX model" in line
+
+
+def test_the_shipped_onnx_file_is_the_shipped_model_exported(pretrained, mnist):
+    """pretrained/digits.onnx must follow digits.safetensors: the same metadata, the same answers."""
+    assert engines.pretrained_onnx_path().is_file()
+    shipped = open_engine("onnx")
+    assert shipped.model_path == str(pretrained.path)
+    assert shipped.metadata == pretrained.metadata
+    got = shipped.probabilities(mnist.test_images)
+    expected = open_engine("torch", pretrained).probabilities(mnist.test_images)
+    assert np.abs(got - expected).max() <= TOLERANCE
+    assert np.array_equal(got.argmax(1), expected.argmax(1))
+
+
+def test_auto_runs_onnx_where_no_export_is_needed(monkeypatch, tmp_path, pretrained):
+    assert engines.DEFAULT_ENGINE == "auto"
+    assert engines.auto_engine(None) == "onnx" and engines.auto_engine("model.ONNX") == "onnx"
+    assert engines.auto_engine("model.safetensors") == "torch" and engines.auto_engine(pretrained) == "torch"
+    assert engines.auto_engine(None, device="cuda") == "torch"
+    assert Predictor().engine.name == "onnx" and Predictor(pretrained).engine.name == "torch"
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxruntime" else real_find_spec(name, *a))
+    assert engines.auto_engine(None) == "torch"  # installed without the [onnx] extra

@@ -10,9 +10,12 @@ never look inside. ``ENGINES`` is the one list of names; the CLI's ``--engine`` 
 - ``torch`` (the default): the model file in PyTorch, batch norm folded into the convolutions. Fastest
   on large batches and the only one that uses CUDA.
 - ``onnx``: the model exported to ONNX (``onnx_export``) and run by onnxruntime on the CPU. It starts
-  without importing torch when given an exported ``.onnx`` file, and has less overhead per call. Given a
-  ``.safetensors`` file (or nothing: the shipped model) it exports it on the fly, into memory, and keeps
-  the result in the user cache dir keyed by the file's content, so that the next start reads it directly.
+  without importing torch when given an exported ``.onnx`` file or the shipped model (whose export ships
+  beside it), and has less overhead per call. Given a ``.safetensors`` file it exports it on the fly, into
+  memory, and keeps the result in the user cache dir keyed by the file's content, so that the next start
+  reads it directly.
+- ``auto`` (the default) picks one per model: onnx for the shipped model or an ``.onnx`` file when
+  onnxruntime is installed and the device is the CPU, torch otherwise (a ``.safetensors`` file, CUDA).
 
 This module imports neither torch nor onnxruntime: each engine imports its own runtime when opened.
 """
@@ -36,6 +39,12 @@ ONNX_BATCH = 512  # images per onnxruntime call: as for torch, activations of a 
 def pretrained_path() -> Path:
     """The model shipped inside the package, used wherever a command's model is left out."""
     return Path(__file__).parent / "pretrained" / "digits.safetensors"
+
+
+def pretrained_onnx_path() -> Path:
+    """The shipped model exported to ONNX (by ``mnist-classifier export``; a test checks it answers as the
+    .safetensors file does), so that the onnx engine starts without torch."""
+    return pretrained_path().with_suffix(ONNX_SUFFIX)
 
 
 def model_input(images) -> np.ndarray:
@@ -127,6 +136,8 @@ class OnnxEngine:
         if model is not None and not isinstance(model, (str, os.PathLike)):
             raise ConfigError("the onnx engine reads a model file (.onnx, or .safetensors to export), "
                               f"not a {type(model).__name__}")
+        if model is None and pretrained_onnx_path().is_file():
+            return cls(pretrained_onnx_path().read_bytes(), str(pretrained_path()), threads)
         from .onnx_export import cached_export  # exporting needs torch; a cached or exported file does not
 
         path, onnx_bytes = cached_export(model)
@@ -141,7 +152,8 @@ class OnnxEngine:
 
 
 ENGINES = {engine.name: engine for engine in [TorchEngine, OnnxEngine]}
-DEFAULT_ENGINE = "torch"
+AUTO = "auto"
+DEFAULT_ENGINE = AUTO
 # Engines that run the whole pipeline, not only the model, and the commands that offer them:
 # ray reads, decodes and classifies files on Ray Data (mnist_classifier.distributed, the [ray] extra).
 PIPELINE_ENGINES = {"ray": ("predict",)}
@@ -149,7 +161,7 @@ PIPELINE_ENGINES = {"ray": ("predict",)}
 
 def engine_names(command: str) -> list[str]:
     """The engines a command offers (its ``--engine`` choices)."""
-    return ([name for name, engine in ENGINES.items() if command in engine.commands]
+    return ([AUTO] + [name for name, engine in ENGINES.items() if command in engine.commands]
             + [name for name, commands in PIPELINE_ENGINES.items() if command in commands])
 
 
@@ -159,11 +171,27 @@ def open_engine(name: str = DEFAULT_ENGINE, model=None, device: str = "auto", th
 
     ``threads``: the engine's intra-op threads (None: torch's default; for onnxruntime every core available).
     """
+    if name == AUTO:
+        name = auto_engine(model, device)
     try:
         engine = ENGINES[name]
     except KeyError:
-        raise ConfigError(f"unknown engine {name!r} (choose from {', '.join(ENGINES)})") from None
+        raise ConfigError(f"unknown engine {name!r} (choose from {', '.join([AUTO, *ENGINES])})") from None
     return engine.open(model, device=device, threads=threads)
+
+
+def auto_engine(model=None, device: str | None = "auto") -> str:
+    """What ``auto`` runs ``model`` on: onnx where it needs no export (the shipped model, an .onnx file) and
+    onnxruntime is installed, on the CPU; torch otherwise. Decided without importing either."""
+    import importlib.util
+
+    if device not in (None, "auto", "cpu") or importlib.util.find_spec("onnxruntime") is None:
+        return "torch"
+    if model is None:
+        return "onnx" if pretrained_onnx_path().is_file() else "torch"
+    if isinstance(model, (str, os.PathLike)) and Path(model).suffix.lower() == ONNX_SUFFIX:
+        return "onnx"
+    return "torch"
 
 
 def is_engine(obj) -> bool:
