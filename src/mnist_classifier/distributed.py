@@ -35,8 +35,8 @@ from .formats import CSV_FIELDS, NUMBER_CSV_FIELDS, csv_row
 from .predict import MODEL_BATCH, Predictor, collect_images
 from .decode import IMAGE_EXTENSIONS
 from .fit import MNIST_SIDE
-from .preprocess import prepare_batch
-from .segment import Segment, prepare_number
+from .preprocess import PreparedDigit, prepare_batch
+from .segment import PreparedNumber, Segment, prepare_number
 
 LOCAL_BLOCK = 1024   # local files per decoding task: a fraction of a second of work, many tasks per core
 CLASSIFY_CPUS = 0.5  # an actor waits for decoded images part of the time: two share a core, or one a decoder's
@@ -78,10 +78,9 @@ def decode_digits(batch: pa.Table) -> pa.Table:
     names = batch["path"].to_pylist()
     prepared = prepare_batch(_sources(batch), names)
     return pa.table({"path": names,
-                     "image": [None if image is None else image.astype(np.float32).tobytes()
-                               for image, _, _ in prepared],
-                     "reason": [reason for _, reason, _ in prepared],
-                     "error": [error for _, _, error in prepared]}, schema=_DECODED)
+                     "image": [None if p.image is None else p.image.astype(np.float32).tobytes() for p in prepared],
+                     "reason": [p.reason for p in prepared],
+                     "error": [p.error for p in prepared]}, schema=_DECODED)
 
 
 def decode_numbers(batch: pa.Table) -> pa.Table:
@@ -89,12 +88,12 @@ def decode_numbers(batch: pa.Table) -> pa.Table:
     names = batch["path"].to_pylist()
     prepared = [prepare_number(source, name) for source, name in zip(_sources(batch), names)]
     return pa.table({"path": names,
-                     "segments": [np.array([s.image for s in p[0]], np.float32).tobytes() for p in prepared],
-                     "boxes": [[int(v) for s in p[0] for v in s.box] for p in prepared],
-                     "reason": [p[1] for p in prepared],
-                     "error": [p[2] for p in prepared],
-                     "scale": [float(p[3]) for p in prepared],
-                     "size": [None if p[4] is None else list(p[4]) for p in prepared]}, schema=_SEGMENTED)
+                     "segments": [np.array([s.image for s in p.segments], np.float32).tobytes() for p in prepared],
+                     "boxes": [[int(v) for s in p.segments for v in s.box] for p in prepared],
+                     "reason": [p.reason for p in prepared],
+                     "error": [p.error for p in prepared],
+                     "scale": [float(p.scale) for p in prepared],
+                     "size": [None if p.size is None else list(p.size) for p in prepared]}, schema=_SEGMENTED)
 
 
 def _images(flat: bytes) -> np.ndarray:
@@ -121,13 +120,13 @@ class Classifier:
         return pa.Table.from_pylist([row(r) for r in results], schema=schema(self.number))
 
     def _digits(self, batch: dict) -> list:
-        prepared = [(None if image is None else _images(image)[0], reason, error)
+        prepared = [PreparedDigit(None if image is None else _images(image)[0], reason, error)
                     for image, reason, error in zip(batch["image"], batch["reason"], batch["error"])]
         return self.predictor._classify(batch["path"], prepared)
 
     def _numbers(self, batch: dict) -> list:
-        return [self.predictor._read_prepared(path, (_segments(images, boxes), reason, error, scale,
-                                                     None if size is None else tuple(size)))
+        return [self.predictor._read_prepared(path, PreparedNumber(_segments(images, boxes), reason, error, scale,
+                                                                 None if size is None else tuple(size)))
                 for path, images, boxes, reason, error, scale, size
                 in zip(batch["path"], batch["segments"], batch["boxes"], batch["reason"], batch["error"],
                        batch["scale"], batch["size"])]

@@ -36,8 +36,8 @@ from .engines import DEFAULT_ENGINE, is_engine, open_engine
 from .errors import ConfigError, MNISTClassifierError
 from .decode import HARMLESS_IMAGE_WARNINGS, IMAGE_EXTENSIONS, source_name
 from .fit import occupied_span
-from .preprocess import prepare_chunk
-from .segment import prepare_number_chunk
+from .preprocess import PreparedDigit, prepare_chunk
+from .segment import PreparedNumber, prepare_number_chunk
 
 DEFAULT_THRESHOLD = 0.6   # below this confidence an answer is flagged uncertain (still returned)
 DEFAULT_TOP_K = 3
@@ -336,12 +336,12 @@ class Predictor:
         for names_part, prepared in self._prepared_chunks(prepare_number_chunk, sources, labels, progress):
             yield from (self._read_prepared(n, p) for n, p in zip(names_part, prepared))
 
-    def _read_prepared(self, label, prepared) -> NumberPrediction:
-        segments, reason, error, scale, size = prepared
-        if error:
-            return NumberPrediction(path=label, error=error)
-        if reason or not segments:
-            return NumberPrediction(path=label, reason=reason or "no ink found", size=size)
+    def _read_prepared(self, label, prepared: PreparedNumber) -> NumberPrediction:
+        segments, scale, size = prepared.segments, prepared.scale, prepared.size
+        if prepared.error:
+            return NumberPrediction(path=label, error=prepared.error)
+        if prepared.reason or not segments:
+            return NumberPrediction(path=label, reason=prepared.reason or "no ink found", size=size)
         probs = self.probabilities(np.stack([s.image for s in segments]))
         digits = [DigitRead(int(p.argmax()), float(p.max()), _scaled(s.box, scale), p.tolist(), s.image)
                   for s, p in zip(segments, probs)]
@@ -514,8 +514,8 @@ def prepare_safely(work, chunk: tuple[list, list]) -> list:
 
 
 _ERROR_ROWS = {  # one failed input's row, for each kind of work
-    prepare_chunk: lambda error: (None, None, error),
-    prepare_number_chunk: lambda error: ([], None, error, 1.0, None),
+    prepare_chunk: lambda error: PreparedDigit(None, None, error),
+    prepare_number_chunk: lambda error: PreparedNumber([], error=error),
 }
 
 # Warnings about the code, not the input: never a reason to refuse an image, and no news for the user.

@@ -20,6 +20,8 @@ Nothing here imports torch, so worker processes that decode images in parallel s
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .decode import (HARMLESS_IMAGE_WARNINGS, IMAGE_EXTENSIONS, MAX_PIXELS, MAX_PIXELS_ENV,
@@ -27,10 +29,18 @@ from .decode import (HARMLESS_IMAGE_WARNINGS, IMAGE_EXTENSIONS, MAX_PIXELS, MAX_
 from .fit import DIGIT_BOX, MNIST_CENTRE, MNIST_SIDE, fit_to_mnist, occupied_span
 from .ink import InkMap, ink_stacks, ink_map, ink_maps
 
-__all__ = ["BATCH_PIXELS", "DIGIT_BOX", "HARMLESS_IMAGE_WARNINGS", "IMAGE_EXTENSIONS", "InkMap", "MAX_PIXELS",
+__all__ = ["BATCH_PIXELS", "PreparedDigit", "DIGIT_BOX", "HARMLESS_IMAGE_WARNINGS", "IMAGE_EXTENSIONS", "InkMap", "MAX_PIXELS",
            "MAX_PIXELS_ENV", "MNIST_CENTRE", "MNIST_SIDE", "READ_FORMATS", "WORK_SIDE", "decode_image",
            "decode_image_scaled", "fit_to_mnist", "ink_map", "ink_maps", "normalize_digit", "normalize_digits",
            "occupied_span", "prepare_batch", "prepare_chunk", "preprocess_image", "read_error", "source_name"]
+
+class PreparedDigit(NamedTuple):
+    """One input made ready for the model, or why not: the unit the worker processes hand back."""
+
+    image: np.ndarray | None   # (28, 28) float32, or None
+    reason: str | None         # why there is no digit (blank, noise, ...)
+    error: str | None          # the one-line message for an input that could not be read
+
 
 BATCH_PIXELS = 1 << 22  # decoded pixels a batch holds before normalizing them (16 MB as float32)
 
@@ -80,8 +90,8 @@ def preprocess_image(source, name: str | None = None) -> tuple[np.ndarray | None
     return normalize_digit(decode_image(source, name))
 
 
-def prepare_batch(sources: list, names: list | None = None) -> list[tuple[np.ndarray | None, str | None, str | None]]:
-    """(image, reason, error) per input; never raises for a bad input. Runs in worker processes.
+def prepare_batch(sources: list, names: list | None = None) -> list[PreparedDigit]:
+    """A PreparedDigit per input; never raises for a bad input. Runs in worker processes.
 
     Images are decoded until about BATCH_PIXELS are held, then normalized together (normalize_digits).
     """
@@ -94,7 +104,7 @@ def prepare_batch(sources: list, names: list | None = None) -> list[tuple[np.nda
             decoded[i] = decode_image(source, name)
             held += decoded[i].size
         except Exception as exc:
-            out[i] = (None, None, read_error(exc, source, name))
+            out[i] = PreparedDigit(None, None, read_error(exc, source, name))
         if held >= BATCH_PIXELS or i == len(sources) - 1:
             _normalize_into(out, decoded, sources, names)
             decoded, held = {}, 0
@@ -103,18 +113,18 @@ def prepare_batch(sources: list, names: list | None = None) -> list[tuple[np.nda
 
 def _normalize_into(out: list, decoded: dict, sources: list, names: list) -> None:
     try:
-        normalized = [(image, reason, None) for image, reason in normalize_digits(list(decoded.values()))]
+        normalized = [PreparedDigit(image, reason, None) for image, reason in normalize_digits(list(decoded.values()))]
     except Exception:  # one odd image must cost one row, not the batch: redo them one by one
         normalized = [_normalize_or_error(gray, sources[i], names[i]) for i, gray in decoded.items()]
     for i, row in zip(decoded, normalized):
         out[i] = row
 
 
-def _normalize_or_error(gray, source, name) -> tuple:
+def _normalize_or_error(gray, source, name) -> PreparedDigit:
     try:
-        return (*normalize_digit(gray), None)
+        return PreparedDigit(*normalize_digit(gray), None)
     except Exception as exc:
-        return None, None, read_error(exc, source, name)
+        return PreparedDigit(None, None, read_error(exc, source, name))
 
 
 def prepare_chunk(chunk: tuple[list, list]) -> list:

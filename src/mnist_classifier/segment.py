@@ -15,6 +15,7 @@ skipped.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage
@@ -200,18 +201,25 @@ def _split_columns(ink: np.ndarray, group: _Group, line_height: float) -> list[t
     return list(zip(cuts[:-1], cuts[1:]))
 
 
-def prepare_number(source, label: str):
-    """Decode and segment one number image: (segments, reason, error, scale, (width, height)).
+class PreparedNumber(NamedTuple):
+    """One number image decoded and segmented, or why not: the unit the worker processes hand back."""
 
-    ``scale`` maps decoded pixels back to the original image's; never raises for a bad input.
-    """
+    segments: list[Segment]
+    reason: str | None = None               # why there is no number (no ink, blank, ...)
+    error: str | None = None                # the one-line message for an input that could not be read
+    scale: float = 1.0                      # decoded pixels -> the original image's
+    size: tuple[int, int] | None = None     # (width, height) of the original image
+
+
+def prepare_number(source, label: str) -> PreparedNumber:
+    """Decode and segment one number image; never raises for a bad input."""
     try:
         gray, scale = decode_image_scaled(source, label, max_side=NUMBER_WORK_SIDE)
         segments, reason = segment_digits(gray)
     except Exception as exc:  # one bad input costs one row, as in preprocess.prepare_batch
-        return [], None, read_error(exc, source, label), 1.0, None
+        return PreparedNumber([], error=read_error(exc, source, label))
     size = (round(gray.shape[1] * scale), round(gray.shape[0] * scale))
-    return segments, reason, None, scale, size
+    return PreparedNumber(segments, reason, None, scale, size)
 
 
 def prepare_number_chunk(chunk: tuple[list, list]) -> list:
