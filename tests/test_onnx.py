@@ -289,11 +289,11 @@ def test_the_shipped_onnx_file_is_the_shipped_model_exported(pretrained, mnist):
 
 
 def test_auto_runs_onnx_where_no_export_is_needed(monkeypatch, tmp_path, pretrained):
-    assert engines.DEFAULT_ENGINE == "auto"
     assert engines.auto_engine(None) == "onnx" and engines.auto_engine("model.ONNX") == "onnx"
     assert engines.auto_engine("model.safetensors") == "torch" and engines.auto_engine(pretrained) == "torch"
     assert engines.auto_engine(None, device="cuda") == "torch"
-    assert Predictor().engine.name == "onnx" and Predictor(pretrained).engine.name == "torch"
+    assert Predictor(engine="auto").engine.name == "onnx" and Predictor(pretrained, engine="auto").engine.name == "torch"
+    assert Predictor().engine.name == engines.DEFAULT_ENGINE == "torch"
     import importlib.util
 
     real_find_spec = importlib.util.find_spec

@@ -98,10 +98,10 @@ def _engine_argument(parser, command: str) -> None:
     ray = ("; ray: Ray Data reads, decodes and classifies on a local Ray or a cluster (needs the [ray] extra; "
            "PATHs may also be URIs such as s3://bucket/scans/)") if "ray" in choices else ""
     parser.add_argument("--engine", default=DEFAULT_ENGINE, choices=choices,
-                        help=f"what runs the model (default: {DEFAULT_ENGINE}: onnx for the shipped model or an .onnx file "
-                             "when onnxruntime is installed, torch otherwise and for CUDA); onnx: onnxruntime on the CPU, "
-                             "with MODEL an exported .onnx file (a .safetensors model is exported on the fly and cached)"
-                             + ray)
+                        help=f"what runs the model (default: {DEFAULT_ENGINE}); onnx: onnxruntime on the CPU, with MODEL "
+                             "an exported .onnx file or the shipped model (a .safetensors model is exported on the fly "
+                             "and cached); auto: onnx for the shipped model or an .onnx file when onnxruntime is "
+                             "installed, torch otherwise" + ray)
 
 
 def _architecture_name(name: str) -> str:

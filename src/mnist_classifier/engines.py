@@ -7,15 +7,15 @@
 Every engine answers the same call, so ``predict``, ``evaluate`` and the server pick one by name and
 never look inside. ``ENGINES`` is the one list of names; the CLI's ``--engine`` choices come from it.
 
-- ``torch`` (the default): the model file in PyTorch, batch norm folded into the convolutions. Fastest
-  on large batches and the only one that uses CUDA.
+- ``torch`` (the default): the model file in PyTorch, batch norm folded into the convolutions. The only
+  one that uses CUDA, and the one a decoding pool forks beside safely (see OnnxEngine).
 - ``onnx``: the model exported to ONNX (``onnx_export``) and run by onnxruntime on the CPU. It starts
   without importing torch when given an exported ``.onnx`` file or the shipped model (whose export ships
   beside it), and has less overhead per call. Given a ``.safetensors`` file it exports it on the fly, into
   memory, and keeps the result in the user cache dir keyed by the file's content, so that the next start
   reads it directly.
-- ``auto`` (the default) picks one per model: onnx for the shipped model or an ``.onnx`` file when
-  onnxruntime is installed and the device is the CPU, torch otherwise (a ``.safetensors`` file, CUDA).
+- ``auto`` picks one per model: onnx for the shipped model or an ``.onnx`` file when onnxruntime is
+  installed and the device is the CPU, torch otherwise (a ``.safetensors`` file, CUDA).
 
 This module imports neither torch nor onnxruntime: each engine imports its own runtime when opened.
 """
@@ -111,18 +111,31 @@ class OnnxEngine:
     commands = ("predict", "evaluate", "serve")
 
     def __init__(self, onnx_bytes: bytes, model_path: str, threads: int | None = None):
-        ort = _onnxruntime()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or available_cores()
-        options.inter_op_num_threads = 1  # a chain of layers: nothing runs side by side
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # The graph is checked and its metadata read by a session on the calling thread alone. The session
+        # that runs batches starts a thread pool, so it is made at the first batch: a predictor forks its
+        # decoding workers before that, and a fork never copies a process whose native threads may hold a lock.
+        self._onnx_bytes, self._threads, self._session = onnx_bytes, threads or available_cores(), None
         try:
-            self.session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+            probe = self._new_session(threads=1)
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
             raise ModelFileError(f"{model_path}: not a readable ONNX model ({first_line(exc)})") from None
-        self.metadata: dict = _mnist_metadata(self.session, model_path)
+        self.metadata: dict = _mnist_metadata(probe, model_path)
         self.model_path = model_path
-        self.input_name = self.session.get_inputs()[0].name
+        self.input_name = probe.get_inputs()[0].name
+
+    def _new_session(self, threads: int):
+        ort = _onnxruntime()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1  # a chain of layers: nothing runs side by side
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return ort.InferenceSession(self._onnx_bytes, options, providers=["CPUExecutionProvider"])
+
+    @property
+    def session(self):
+        if self._session is None:
+            self._session = self._new_session(self._threads)
+        return self._session
 
     @classmethod
     def open(cls, model=None, device: str = "auto", threads: int | None = None) -> OnnxEngine:
@@ -153,7 +166,7 @@ class OnnxEngine:
 
 ENGINES = {engine.name: engine for engine in [TorchEngine, OnnxEngine]}
 AUTO = "auto"
-DEFAULT_ENGINE = AUTO
+DEFAULT_ENGINE = "torch"
 # Engines that run the whole pipeline, not only the model, and the commands that offer them:
 # ray reads, decodes and classifies files on Ray Data (mnist_classifier.distributed, the [ray] extra).
 PIPELINE_ENGINES = {"ray": ("predict",)}
