@@ -20,6 +20,7 @@ from mnist_classifier import decode as decode_module
 from mnist_classifier import preprocess
 from mnist_classifier.errors import ImageError
 from mnist_classifier.decode import IMAGE_EXTENSIONS, MAX_PIXELS_ENV, READ_FORMATS, decode_image
+from helpers import one_line_image_error
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -41,11 +42,7 @@ def saved(img: Image.Image, path: Path, fmt: str | None = None, **kw) -> Path:
 
 
 def error_of(source, **kw) -> str:
-    with pytest.raises(ImageError) as info:
-        decode_image(source, **kw)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
+    return one_line_image_error(decode_image, source, **kw)
 
 
 # ---------------------------------------------------------------------------------------------- pixel budget

@@ -4,6 +4,7 @@ from torch import nn
 
 from mnist_classifier.errors import ConfigError
 from mnist_classifier.models import REGISTRY, architecture, build_model, model_config
+from helpers import perturb_batch_norm
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -81,14 +82,7 @@ def test_every_architecture_survives_batch_norm_folding(name, mnist):
     from mnist_classifier.inference import predict_logits, prepare_for_inference
 
     torch.manual_seed(0)
-    model = build_model(name).eval()
-    generator = torch.Generator().manual_seed(1)
-    for module in model.modules():
-        if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-            module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator) * 0.5)
-            module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
-            module.weight.data.copy_(torch.rand(module.weight.shape, generator=generator) + 0.5)
-            module.bias.data.copy_(torch.randn(module.bias.shape, generator=generator) * 0.1)
+    model = perturb_batch_norm(build_model(name), seed=1)
     images = mnist.test_images[:256]
     folded = prepare_for_inference(model)
     assert not any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for m in folded.modules()) or \

@@ -23,6 +23,7 @@ from mnist_classifier.errors import ConfigError, ModelFileError
 from mnist_classifier.models import MNIST_MEAN, MNIST_STD, REGISTRY, build_model
 from mnist_classifier.persist import METADATA_KEY, read_metadata, save_model
 from mnist_classifier.predict import Predictor
+from helpers import perturb_batch_norm
 from servers import free_port, wait_until_ready
 
 TOLERANCE = 1e-5  # max |onnxruntime - torch| probability
@@ -133,24 +134,12 @@ def test_onnxruntime_matches_torch_on_the_10000_test_digits(onnx_engine, pretrai
     assert onnx_engine.metadata == pretrained.metadata
 
 
-def _random_weights(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Fresh weights plus batch-norm statistics far from (0, 1), so folding them into the graph is exercised."""
-    generator = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-            module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator) * 0.5)
-            module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
-            module.weight.data.copy_(torch.rand(module.weight.shape, generator=generator) + 0.5)
-            module.bias.data.copy_(torch.randn(module.bias.shape, generator=generator) * 0.1)
-    return model.eval()
-
-
 def test_every_architecture_exports_on_the_fly_and_answers_as_torch(tmp_path, cache_home, monkeypatch, mnist):
     # One ensemble with a member of every other architecture in the registry: one export covers them all
     # (each member's graph inside it), the ensemble's averaging, and a .safetensors model given to the engine.
     members = [{"architecture": name} for name in REGISTRY if name != "ensemble"]
     torch.manual_seed(0)
-    model = _random_weights(build_model("ensemble", members=members), seed=1)
+    model = perturb_batch_norm(build_model("ensemble", members=members), seed=1)
     path = save_model(tmp_path / "all.safetensors", model, "ensemble", {"members": members})
     engine = open_engine("onnx", path)
     reference = open_engine("torch", path)

@@ -11,9 +11,9 @@ from PIL import Image
 from mnist_classifier import decode as decode_module
 from mnist_classifier import ink as ink_module
 from mnist_classifier import preprocess
-from mnist_classifier.errors import ImageError
 from mnist_classifier.preprocess import decode_image, normalize_digit, preprocess_image
 from mnist_classifier.synth import PAPER, blank_images, compose_number, render_on_paper
+from helpers import one_line_image_error
 
 CLEAN = dict(rotation=0.0, blur=(0.3, 0.3), noise=(0.0, 0.0), shadow=(0.0, 0.0))
 
@@ -289,11 +289,7 @@ def test_an_image_that_breaks_the_normalization_costs_only_its_row(mnist, monkey
 # ---------------------------------------------------------------------------------------------- bad input
 
 def _error(source, **kw) -> str:
-    with pytest.raises(ImageError) as info:
-        preprocess_image(source, **kw)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
+    return one_line_image_error(preprocess_image, source, **kw)
 
 
 def test_bad_files_each_get_a_one_line_error_naming_them(tmp_path, paper_seven, monkeypatch):
