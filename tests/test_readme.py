@@ -5,11 +5,18 @@ names, and calls MNISTClassifier methods that exist."""
 from __future__ import annotations
 
 import ast
+import csv
 import importlib
+import json
+import os
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mnist_classifier import MNISTClassifier
@@ -60,3 +67,67 @@ def test_every_readme_python_block_names_what_exists(block):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
                 isinstance(node.func.value, ast.Name) and node.func.value.id == "clf":
             assert callable(getattr(MNISTClassifier, node.func.attr, None)), f"MNISTClassifier.{node.func.attr}"
+
+
+# ---------------------------------------------------------------- the README's commands, run as written
+
+# The commands a newcomer runs on images. Training (minutes: test_train covers it), serving (the server
+# tests start it) and Ray (test_ray) are left to their own tests.
+RUNS_HERE = {"evaluate", "predict", "finetune", "export", "report"}
+ASSETS = README.parent / "assets" / "sample_digits"
+
+
+def runnable_commands() -> list[list[str]]:
+    seen, runs = set(), []
+    for command in commands():
+        words = shlex.split(command)
+        if words[0] in RUNS_HERE and "ray" not in words and command not in seen:
+            seen.add(command)
+            runs.append(words)
+    return runs
+
+
+def _readme_folder(folder: Path, mnist) -> None:
+    """The files the README's commands name: photos, scans, numbers, and folders of labelled digits."""
+    from PIL import Image
+
+    shutil.copy(ASSETS / "photo_8.jpg", folder / "photo.jpg")
+    shutil.copytree(ASSETS, folder / "scans", ignore=shutil.ignore_patterns("*.json"))
+    (folder / "photos").mkdir()
+    shutil.copy(ASSETS / "photo_8.jpg", folder / "photos" / "kitchen.JPG")
+    shutil.copy(ASSETS / "paper_5_large.jpg", folder / "photos" / "desk.JPG")
+    shutil.copy(ASSETS / "paper_7.png", folder / "a.png")
+    shutil.copy(ASSETS / "paper_2_small_corner.jpg", folder / "b.jpg")
+    shutil.copy(ASSETS / "number_2026.jpg", folder / "2026.jpg")
+    Image.open(ASSETS / "number_2026.jpg").save(folder / "cheque.png")
+    for name, start in (("my_digits", 0), ("other_digits", 5000)):
+        for digit in range(10):
+            (folder / name / str(digit)).mkdir(parents=True)
+            picks = np.flatnonzero(mnist.test_labels[start:] == digit)[:12] + start
+            for i in picks:
+                Image.fromarray(255 - mnist.test_images[i]).save(folder / name / str(digit) / f"{i}.png")
+
+
+@pytest.mark.slow
+def test_the_readme_commands_run_as_written(tmp_path, mnist, mnist_dir):
+    """Each command of the README that reads images runs, in README order, as a user types it (a fresh
+    process in a folder holding the files it names) and does what the README says it does."""
+    _readme_folder(tmp_path, mnist)
+    cli = Path(sys.executable).with_name("mnist-classifier")
+    env = {**os.environ, "MNIST_DATA": str(mnist_dir)}
+    outputs = {}
+    for words in runnable_commands():
+        done = subprocess.run([str(cli), *words], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"`mnist-classifier {shlex.join(words)}` failed: {done.stderr[-2000:]}"
+        outputs[shlex.join(words)] = done.stdout
+    assert len(outputs) >= 15
+    assert "2026" in outputs["predict --number 2026.jpg"]
+    assert json.loads(outputs["evaluate --json"])["accuracy"] >= 0.996
+    own = json.loads(outputs["evaluate --images my_digits/ --json"])
+    assert own["n"] == 120 and own["accuracy"] >= 0.9
+    assert (tmp_path / "mine.safetensors").is_file() and (tmp_path / "digits.onnx").is_file()
+    assert (tmp_path / "report" / "index.html").is_file()
+    with open(tmp_path / "digits.csv", newline="") as table:
+        assert len(list(csv.DictReader(table))) == len(list(ASSETS.glob("*.[pj][np]g")))
+    rows = json.loads(outputs["predict 'photos/*.JPG' --json"])
+    assert sorted((Path(row["path"]).name, row["digit"]) for row in rows) == [("desk.JPG", 5), ("kitchen.JPG", 8)]
