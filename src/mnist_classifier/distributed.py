@@ -125,11 +125,11 @@ class Classifier:
         return self.predictor._classify(batch["path"], prepared)
 
     def _numbers(self, batch: dict) -> list:
-        return [self.predictor._read_prepared(path, PreparedNumber(_segments(images, boxes), reason, error, scale,
-                                                                 None if size is None else tuple(size)))
-                for path, images, boxes, reason, error, scale, size
-                in zip(batch["path"], batch["segments"], batch["boxes"], batch["reason"], batch["error"],
-                       batch["scale"], batch["size"])]
+        prepared = [PreparedNumber(_segments(images, boxes), reason, error, scale, None if size is None else tuple(size))
+                    for images, boxes, reason, error, scale, size
+                    in zip(batch["segments"], batch["boxes"], batch["reason"], batch["error"], batch["scale"],
+                           batch["size"])]
+        return self.predictor._read_numbers(batch["path"], prepared)
 
 
 def _segments(flat_images: bytes, flat_boxes: list) -> list[Segment]:

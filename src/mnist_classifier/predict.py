@@ -323,7 +323,7 @@ class Predictor:
     def read_number(self, source, name: str | None = None) -> NumberPrediction:
         """Read a multi-digit number written on one line. Bad input -> ``error``; never raises for it."""
         label = source_name(source, name)
-        return self._read_prepared(label, prepare_safely(prepare_number_chunk, ([source], [label]))[0])
+        return self._read_numbers([label], prepare_safely(prepare_number_chunk, ([source], [label])))[0]
 
     def read_numbers(self, sources, progress: bool = False, names=None) -> list[NumberPrediction]:
         """Many numbers, in order; segmentation runs on all cores."""
@@ -334,15 +334,24 @@ class Predictor:
         sources = list(sources)
         labels = [source_name(s, n) for s, n in zip(sources, names or [None] * len(sources))]
         for names_part, prepared in self._prepared_chunks(prepare_number_chunk, sources, labels, progress):
-            yield from (self._read_prepared(n, p) for n, p in zip(names_part, prepared))
+            yield from self._read_numbers(names_part, prepared)
 
-    def _read_prepared(self, label, prepared: PreparedNumber) -> NumberPrediction:
+    def _read_numbers(self, labels, prepared: list[PreparedNumber]) -> list[NumberPrediction]:
+        """The answers for prepared numbers: all their digits go through the model in one call."""
+        readable = [p.segments if not (p.error or p.reason) else [] for p in prepared]
+        images = [segment.image for segments in readable for segment in segments]
+        probs = self.probabilities(np.stack(images)) if images else np.zeros((0, 10), np.float32)
+        ends = np.cumsum([len(segments) for segments in readable], dtype=int)
+        return [self._read_prepared(label, p, probs[end - len(segments):end])
+                for label, p, segments, end in zip(labels, prepared, readable, ends)]
+
+    def _read_prepared(self, label, prepared: PreparedNumber, probs: np.ndarray) -> NumberPrediction:
+        """A number's answer from its prepared segments and their probabilities (one row per segment)."""
         segments, scale, size = prepared.segments, prepared.scale, prepared.size
         if prepared.error:
             return NumberPrediction(path=label, error=prepared.error)
         if prepared.reason or not segments:
             return NumberPrediction(path=label, reason=prepared.reason or "no ink found", size=size)
-        probs = self.probabilities(np.stack([s.image for s in segments]))
         digits = [DigitRead(int(p.argmax()), float(p.max()), _scaled(s.box, scale), p.tolist(), s.image)
                   for s, p in zip(segments, probs)]
         return NumberPrediction(path=label, number="".join(str(d.digit) for d in digits), digits=digits,
