@@ -45,6 +45,7 @@ from _machine import machine_info, run_measured  # noqa: E402
 from mnist_classifier.data import load_mnist  # noqa: E402
 from mnist_classifier.predict import Predictor  # noqa: E402
 from mnist_classifier.preprocess import prepare_batch  # noqa: E402
+from mnist_classifier.engines import DEFAULT_ENGINE  # noqa: E402
 from mnist_classifier.synth import PAPER, PHOTO, blank_images, compose_number, render_on_paper  # noqa: E402
 
 TARGETS = {
@@ -122,7 +123,7 @@ def bench_mnist_png(predictor, data, folder: Path, n: int) -> dict:
     out = {"n": n, "in_memory_accuracy": in_memory, "model_only_images_per_s": n / model_s,
            "decode_normalize_one_core_images_per_s": 2000 / decode_s}
     for pool in ("process", "thread"):
-        p = Predictor(_loaded(predictor), pool=pool, workers=predictor.workers)
+        p = Predictor(predictor.engine, pool=pool, workers=predictor.workers)
         predictions, seconds = timed(lambda: p.predict_many(paths))
         out[f"{pool}_pool_images_per_s"] = n / seconds
         out["accuracy"] = accuracy(predictions, labels)
@@ -205,12 +206,6 @@ def bench_numbers(predictor, data, folder: Path, n: int, seed: int) -> dict:
             "numbers_per_s": n / seconds}
 
 
-def _loaded(predictor):
-    from mnist_classifier.persist import LoadedModel
-
-    return LoadedModel(predictor.engine.model, predictor.metadata, Path(predictor.model_path))
-
-
 # ---------------------------------------------------------------------------------------------- report
 
 def machine() -> dict:
@@ -224,13 +219,14 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=None, help="model file (default: the shipped model)")
     parser.add_argument("--quick", action="store_true", help="smaller sets (2000 PNG, 1000 paper, ...)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--engine", default=DEFAULT_ENGINE, help="what runs the model (default: as predict's)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "images.json"))
     args = parser.parse_args(argv)
     sizes = dict(png=2000, paper=1000, photo=200, blank=500, numbers=300) if args.quick else \
         dict(png=10000, paper=10000, photo=1000, blank=1000, numbers=1000)
     data = load_mnist(progress=False)
-    predictor = Predictor(args.model, device="cpu")
-    results = {"machine": machine(), "model": predictor.model_path,
+    predictor = Predictor(args.model, device="cpu", engine=args.engine)
+    results = {"machine": machine(), "model": predictor.model_path, "engine": predictor.engine.name,
                "model_architecture": predictor.metadata.get("architecture"),
                "model_test_accuracy": predictor.metadata.get("metrics", {}).get("accuracy"),
                "quick": args.quick, "sizes": sizes, "targets": TARGETS}

@@ -109,7 +109,7 @@ def test_the_cli_offers_the_librarys_choices_and_defaults():
     """Choices and defaults are read from the library, never typed again in the CLI."""
     from mnist_classifier.augment import RECIPES
     from mnist_classifier.cli import build_parser
-    from mnist_classifier.engines import DEFAULT_ENGINE
+    from mnist_classifier.engines import default_engine
     from mnist_classifier.predict import DEFAULT_THRESHOLD, DEFAULT_TOP_K, IMAGE_EXTENSIONS
     from mnist_classifier.server import limits
     from mnist_classifier.train import OPTIMIZERS, SCHEDULES
@@ -124,6 +124,7 @@ def test_the_cli_offers_the_librarys_choices_and_defaults():
     assert option("predict", "--top-k").default == DEFAULT_TOP_K
     assert f"(default: {DEFAULT_THRESHOLD})" in option("predict", "--threshold").help
     assert ",".join(IMAGE_EXTENSIONS) in option("predict", "--ext").help
-    assert option("predict", "--engine").default == DEFAULT_ENGINE
+    for command in ("predict", "evaluate", "serve"):
+        assert option(command, "--engine").default == default_engine(command)
     assert (option("serve", "--host").default, option("serve", "--port").default) == \
         (limits.DEFAULT_HOST, limits.DEFAULT_PORT)

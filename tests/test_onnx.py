@@ -281,7 +281,8 @@ def test_auto_runs_onnx_where_no_export_is_needed(monkeypatch, tmp_path, pretrai
     assert engines.auto_engine("model.safetensors") == "torch" and engines.auto_engine(pretrained) == "torch"
     assert engines.auto_engine(None, device="cuda") == "torch"
     assert Predictor(engine="auto").engine.name == "onnx" and Predictor(pretrained, engine="auto").engine.name == "torch"
-    assert Predictor().engine.name == engines.DEFAULT_ENGINE == "torch"
+    assert engines.DEFAULT_ENGINE == "auto" and Predictor().engine.name == "onnx"
+    assert Predictor(str(engines.pretrained_path())).engine.name == "onnx"  # the shipped model by its path
     import importlib.util
 
     real_find_spec = importlib.util.find_spec

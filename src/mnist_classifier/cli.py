@@ -92,13 +92,13 @@ def _device_argument(parser) -> None:
 
 
 def _engine_argument(parser, command: str) -> None:
-    from .engines import DEFAULT_ENGINE, engine_names
+    from .engines import default_engine, engine_names
 
-    choices = engine_names(command)
+    choices, default = engine_names(command), default_engine(command)
     ray = ("; ray: Ray Data reads, decodes and classifies on a local Ray or a cluster (needs the [ray] extra; "
            "PATHs may also be URIs such as s3://bucket/scans/)") if "ray" in choices else ""
-    parser.add_argument("--engine", default=DEFAULT_ENGINE, choices=choices,
-                        help=f"what runs the model (default: {DEFAULT_ENGINE}); onnx: onnxruntime on the CPU, with MODEL "
+    parser.add_argument("--engine", default=default, choices=choices,
+                        help=f"what runs the model (default: {default}); onnx: onnxruntime on the CPU, with MODEL "
                              "an exported .onnx file or the shipped model (a .safetensors model is exported on the fly "
                              "and cached); auto: onnx for the shipped model or an .onnx file when onnxruntime is "
                              "installed, torch otherwise" + ray)

@@ -7,15 +7,16 @@
 Every engine answers the same call, so ``predict``, ``evaluate`` and the server pick one by name and
 never look inside. ``ENGINES`` is the one list of names; the CLI's ``--engine`` choices come from it.
 
-- ``torch`` (the default): the model file in PyTorch, batch norm folded into the convolutions. The only
+- ``torch``: the model file in PyTorch, batch norm folded into the convolutions. The only
   one that uses CUDA, and the one a decoding pool forks beside safely (see OnnxEngine).
 - ``onnx``: the model exported to ONNX (``onnx_export``) and run by onnxruntime on the CPU. It starts
   without importing torch when given an exported ``.onnx`` file or the shipped model (whose export ships
   beside it), and has less overhead per call. Given a ``.safetensors`` file it exports it on the fly, into
   memory, and keeps the result in the user cache dir keyed by the file's content, so that the next start
   reads it directly.
-- ``auto`` picks one per model: onnx for the shipped model or an ``.onnx`` file when onnxruntime is
-  installed and the device is the CPU, torch otherwise (a ``.safetensors`` file, CUDA).
+- ``auto`` (the default; evaluate's is torch, see COMMAND_DEFAULTS) picks one per model: onnx for the
+  shipped model or an ``.onnx`` file when onnxruntime is installed and the device is the CPU, torch
+  otherwise (a ``.safetensors`` file, CUDA).
 
 This module imports neither torch nor onnxruntime: each engine imports its own runtime when opened.
 """
@@ -141,6 +142,8 @@ class OnnxEngine:
     def open(cls, model=None, device: str = "auto", threads: int | None = None) -> OnnxEngine:
         if device not in (None, "auto", "cpu"):
             raise ConfigError(f"the onnx engine runs on the CPU; --device {device} needs --engine torch")
+        if isinstance(model, (str, os.PathLike)) and Path(model) == pretrained_path():
+            model = None  # its export ships beside it
         if isinstance(model, (str, os.PathLike)) and Path(model).suffix.lower() == ONNX_SUFFIX:
             path = Path(model)
             if not path.is_file():
@@ -166,10 +169,18 @@ class OnnxEngine:
 
 ENGINES = {engine.name: engine for engine in [TorchEngine, OnnxEngine]}
 AUTO = "auto"
-DEFAULT_ENGINE = "torch"
+DEFAULT_ENGINE = AUTO
+# evaluate prints the metrics a model file records, which torch computed when it was saved: the same engine
+# gives them back to the last digit (onnxruntime's sums differ in the ninth decimal of the loss).
+COMMAND_DEFAULTS = {"evaluate": "torch"}
 # Engines that run the whole pipeline, not only the model, and the commands that offer them:
 # ray reads, decodes and classifies files on Ray Data (mnist_classifier.distributed, the [ray] extra).
 PIPELINE_ENGINES = {"ray": ("predict",)}
+
+
+def default_engine(command: str) -> str:
+    """What a command's --engine is when left out."""
+    return COMMAND_DEFAULTS.get(command, DEFAULT_ENGINE)
 
 
 def engine_names(command: str) -> list[str]:
@@ -200,6 +211,8 @@ def auto_engine(model=None, device: str | None = "auto") -> str:
 
     if device not in (None, "auto", "cpu") or importlib.util.find_spec("onnxruntime") is None:
         return "torch"
+    if isinstance(model, (str, os.PathLike)) and Path(model) == pretrained_path():
+        model = None  # the shipped model by its path
     if model is None:
         return "onnx" if pretrained_onnx_path().is_file() else "torch"
     if isinstance(model, (str, os.PathLike)) and Path(model).suffix.lower() == ONNX_SUFFIX:

@@ -42,6 +42,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import ClientDisconnect
 
 from .. import __version__
+from ..engines import DEFAULT_ENGINE
 from . import inputs, schemas
 from .batching import MicroBatcher
 from .inputs import RequestError
@@ -70,7 +71,7 @@ def create_app(model=None, *, device: str = "auto", max_request_bytes: int = DEF
                max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
                max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, allowed_hosts=DEFAULT_ALLOWED_HOSTS,
                log_requests: bool = False, torch_threads: int | None = None,
-               engine: str = "torch") -> FastAPI:
+               engine: str = DEFAULT_ENGINE) -> FastAPI:
     """Build the app around one model, loaded (and warmed up) here, once.
 
     ``model``: a model file path, a ``LoadedModel``, a ready ``Predictor``, or None for the shipped model.
