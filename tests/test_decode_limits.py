@@ -199,6 +199,27 @@ def test_pillow_warnings_become_the_files_error_instead_of_stderr_lines(tmp_path
     assert capsys.readouterr().err == ""
 
 
+def _jpeg_with_an_exif_tag_past_its_end() -> bytes:
+    """A JPEG whose EXIF block lists a 1000-byte description it does not hold: Pillow warns and skips it."""
+    entry = struct.pack("<HHII", 0x010E, 2, 1000, 0x100)  # ImageDescription, ASCII, 1000 bytes at offset 256
+    tiff = struct.pack("<2sHI", b"II", 42, 8) + struct.pack("<H", 1) + entry + struct.pack("<I", 0)
+    jpeg = io.BytesIO()
+    stroke_image("L", (64, 64)).save(jpeg, "JPEG", exif=b"Exif\x00\x00" + tiff)
+    return jpeg.getvalue()
+
+
+def test_pillow_warnings_about_metadata_never_cost_the_picture(recwarn):
+    """Each harmless warning, as Pillow words it, passes the one filter its messages are joined into."""
+    assert decode_image(_jpeg_with_an_exif_tag_past_its_end(), "tagged.jpg").shape == (64, 64)
+    assert not recwarn.list, [str(w.message) for w in recwarn.list]
+    for message in ("Possibly corrupt EXIF data.  Expecting to read 12 bytes but only got 0. ",
+                    "Possibly corrupt EXIF MakerNote data.", "Tag data larger than file. Skipping tag 270",
+                    "Metadata Warning, tag 282 had too many entries: 2, expected 1",
+                    "Image appears to be a malformed MPO file, it will be interpreted as a base JPEG file"):
+        assert re.match(decode_module.HARMLESS_IMAGE_PATTERN, message), message
+    assert not re.match(decode_module.HARMLESS_IMAGE_PATTERN, "image data is odd")
+
+
 def test_predict_reports_a_bomb_and_an_odd_file_on_their_rows_and_reads_the_rest(tmp_path, monkeypatch, capsys):
     from mnist_classifier.cli import main
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from .engines import DEFAULT_ENGINE, is_engine, open_engine
 from .errors import ConfigError, MNISTClassifierError
-from .decode import HARMLESS_IMAGE_WARNINGS, IMAGE_EXTENSIONS, source_name
+from .decode import HARMLESS_IMAGE_PATTERN, IMAGE_EXTENSIONS, source_name
 from .fit import occupied_span
 from .preprocess import PreparedDigit, prepare_chunk
 from .segment import PreparedNumber, prepare_number_chunk
@@ -547,8 +547,7 @@ def _decoding_quietly():
         warnings.simplefilter("error")
         for category in CODE_WARNINGS:
             warnings.simplefilter("ignore", category)
-        for message in HARMLESS_IMAGE_WARNINGS:
-            warnings.filterwarnings("ignore", message=message)
+        warnings.filterwarnings("ignore", message=HARMLESS_IMAGE_PATTERN)
         yield
 
 
