@@ -7,6 +7,7 @@ and writes benchmarks/results/core.json; asserts nothing.
 
     MNIST_DATA=../shared/mnist .venv/bin/python benchmarks/bench_core.py            # everything (~6 min on 2 cores)
     MNIST_DATA=../shared/mnist .venv/bin/python benchmarks/bench_core.py --only cnn-fast inference
+    MNIST_DATA=../shared/mnist .venv/bin/python benchmarks/bench_core.py --only fast-vs-seed   # the issue's ratio
 """
 
 from __future__ import annotations
@@ -49,6 +50,25 @@ def train_run(architecture: str, seed: int, workdir: Path) -> dict:
             "peak_rss_mb": round(peak_mb, 1), **TRAIN_RUNS[architecture]}
 
 
+def fast_vs_seed(seed: int, workdir: Path, pairs: int = 3) -> dict:
+    """``train -a cnn-fast`` as a user runs it (default flags: its report included) beside the seed's model,
+    ``train -a mlp`` with the same flags, in alternating fresh processes; the issue's target is the ratio of
+    their walls, <= 0.5, at >= 99.0% for cnn-fast."""
+    rows = {"cnn-fast": [], "mlp": []}
+    for _ in range(pairs):
+        for architecture in rows:
+            out = workdir / f"{architecture}-default.safetensors"
+            wall, _, stdout = run_measured(["mnist_classifier.cli", "train", "--architecture", architecture,
+                                            "--seed", str(seed), "--out", str(out), "--json", "--quiet"])
+            rows[architecture].append((wall, json.loads(stdout)["accuracy"]))
+    median = {a: sorted(w for w, _ in runs)[len(runs) // 2] for a, runs in rows.items()}
+    return {"command": "mnist-classifier train --architecture ARCH --seed 0 --json --quiet (report included)",
+            "walls": {a: [round(w, 2) for w, _ in runs] for a, runs in rows.items()},
+            "accuracy": {a: runs[0][1] for a, runs in rows.items()},
+            "ratios": [round(f / m, 3) for (f, _), (m, _) in zip(rows["cnn-fast"], rows["mlp"])],
+            "ratio_of_medians": round(median["cnn-fast"] / median["mlp"], 3), "target_ratio": 0.5}
+
+
 def inference_throughput(passes: int = 5) -> dict:
     """Images/s of the shipped model over the 10k test digits held in memory (batched, BN folded)."""
     import numpy as np
@@ -73,10 +93,11 @@ def inference_throughput(passes: int = 5) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="*", choices=[*TRAIN_RUNS, "inference"], help="run just these parts")
+    parser.add_argument("--only", nargs="*", choices=[*TRAIN_RUNS, "fast-vs-seed", "inference"],
+                        help="run just these parts")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    parts = args.only or [*TRAIN_RUNS, "inference"]
+    parts = args.only or [*TRAIN_RUNS, "fast-vs-seed", "inference"]
 
     results = {"machine": machine_info(), "training": [], "peak_memory_target_mb": PEAK_MEMORY_TARGET_MB}
     if args.only:  # a partial run updates its rows and keeps the others
@@ -84,8 +105,9 @@ def main() -> None:
         if previous.is_file():
             kept = json.loads(previous.read_text())
             results["training"] = [r for r in kept.get("training", []) if r["architecture"] not in parts]
-            if "inference" not in parts and "inference" in kept:
-                results["inference"] = kept["inference"]
+            for part in ("fast-vs-seed", "inference"):
+                if part not in parts and part in kept:
+                    results[part] = kept[part]
     with tempfile.TemporaryDirectory() as tmp:
         for architecture in [p for p in parts if p in TRAIN_RUNS]:
             row = train_run(architecture, args.seed, Path(tmp))
@@ -93,6 +115,10 @@ def main() -> None:
             print(f"{architecture:9s} accuracy {row['accuracy']:.4f}  wall {row['wall_seconds']:6.1f}s  "
                   f"(train {row['train_seconds']:.1f}s, {row['epochs']} epochs)  peak RSS {row['peak_rss_mb']:.0f} MB",
                   flush=True)
+        if "fast-vs-seed" in parts:
+            results["fast-vs-seed"] = row = fast_vs_seed(args.seed, Path(tmp))
+            print(f"cnn-fast / mlp, report included: {row['ratio_of_medians']} (pairs {row['ratios']}; walls "
+                  f"{row['walls']})", flush=True)
     if "inference" in parts:
         results["inference"] = inference_throughput()
         print(f"inference: {results['inference']['images_per_second']:,} images/s", flush=True)
