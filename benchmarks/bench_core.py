@@ -33,11 +33,14 @@ PEAK_MEMORY_TARGET_MB = 1536
 REPEATS = {"cnn-fast": 3}  # a 15 s run varies by a second or two between runs: report the median of 3
 
 
+def train_command(architecture: str, seed: int, out: Path) -> list[str]:
+    return ["mnist_classifier.cli", "train", "--architecture", architecture, "--seed", str(seed), "--out", str(out),
+            "--json", "--quiet"]
+
+
 def train_run(architecture: str, seed: int, workdir: Path) -> dict:
     """Train in a fresh process; short runs are repeated and the median wall time is reported."""
-    out = workdir / f"{architecture}.safetensors"
-    command = ["mnist_classifier.cli", "train", "--architecture", architecture,
-               "--seed", str(seed), "--out", str(out), "--json", "--quiet", "--no-report"]
+    command = train_command(architecture, seed, workdir / f"{architecture}.safetensors") + ["--no-report"]
     runs = [run_measured(command) for _ in range(REPEATS.get(architecture, 1))]
     walls = sorted(wall for wall, _, _ in runs)
     wall, peak_mb, stdout = next(run for run in runs if run[0] == walls[len(walls) // 2])
@@ -57,9 +60,8 @@ def fast_vs_seed(seed: int, workdir: Path, pairs: int = 3) -> dict:
     rows = {"cnn-fast": [], "mlp": []}
     for _ in range(pairs):
         for architecture in rows:
-            out = workdir / f"{architecture}-default.safetensors"
-            wall, _, stdout = run_measured(["mnist_classifier.cli", "train", "--architecture", architecture,
-                                            "--seed", str(seed), "--out", str(out), "--json", "--quiet"])
+            wall, _, stdout = run_measured(train_command(architecture, seed,
+                                                         workdir / f"{architecture}-default.safetensors"))
             rows[architecture].append((wall, json.loads(stdout)["accuracy"]))
     median = {a: sorted(w for w, _ in runs)[len(runs) // 2] for a, runs in rows.items()}
     return {"command": "mnist-classifier train --architecture ARCH --seed 0 --json --quiet (report included)",

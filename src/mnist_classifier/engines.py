@@ -142,8 +142,8 @@ class OnnxEngine:
     def open(cls, model=None, device: str = "auto", threads: int | None = None) -> OnnxEngine:
         if device not in (None, "auto", "cpu"):
             raise ConfigError(f"the onnx engine runs on the CPU; --device {device} needs --engine torch")
-        if isinstance(model, (str, os.PathLike)) and Path(model) == pretrained_path():
-            model = None  # its export ships beside it
+        if _is_shipped(model) and pretrained_onnx_path().is_file():
+            return cls(pretrained_onnx_path().read_bytes(), str(pretrained_path()), threads)
         if isinstance(model, (str, os.PathLike)) and Path(model).suffix.lower() == ONNX_SUFFIX:
             path = Path(model)
             if not path.is_file():
@@ -152,8 +152,6 @@ class OnnxEngine:
         if model is not None and not isinstance(model, (str, os.PathLike)):
             raise ConfigError("the onnx engine reads a model file (.onnx, or .safetensors to export), "
                               f"not a {type(model).__name__}")
-        if model is None and pretrained_onnx_path().is_file():
-            return cls(pretrained_onnx_path().read_bytes(), str(pretrained_path()), threads)
         from .onnx_export import cached_export  # exporting needs torch; a cached or exported file does not
 
         path, onnx_bytes = cached_export(model)
@@ -211,13 +209,16 @@ def auto_engine(model=None, device: str | None = "auto") -> str:
 
     if device not in (None, "auto", "cpu") or importlib.util.find_spec("onnxruntime") is None:
         return "torch"
-    if isinstance(model, (str, os.PathLike)) and Path(model) == pretrained_path():
-        model = None  # the shipped model by its path
-    if model is None:
+    if _is_shipped(model):
         return "onnx" if pretrained_onnx_path().is_file() else "torch"
     if isinstance(model, (str, os.PathLike)) and Path(model).suffix.lower() == ONNX_SUFFIX:
         return "onnx"
     return "torch"
+
+
+def _is_shipped(model) -> bool:
+    """Whether ``model`` means the shipped model: left out, or given by its path (its export ships beside it)."""
+    return model is None or (isinstance(model, (str, os.PathLike)) and Path(model) == pretrained_path())
 
 
 def is_engine(obj) -> bool:
