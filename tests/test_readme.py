@@ -1,6 +1,6 @@
-"""The README cannot drift from the code's names: every `mnist-classifier` command in its shell blocks parses
-with the real CLI (subcommands, options, choices), and every Python block compiles, imports what it
-names, and calls MNISTClassifier methods that exist."""
+"""The README cannot drift from the code: every `mnist-classifier` command in its shell blocks parses with
+the real CLI (subcommands, options, choices) and those that read images run as written; its Python blocks
+import what they name, call MNISTClassifier methods that exist, and run as written."""
 
 from __future__ import annotations
 
@@ -131,3 +131,49 @@ def test_the_readme_commands_run_as_written(tmp_path, mnist, mnist_dir):
         assert len(list(csv.DictReader(table))) == len(list(ASSETS.glob("*.[pj][np]g")))
     rows = json.loads(outputs["predict 'photos/*.JPG' --json"])
     assert sorted((Path(row["path"]).name, row["digit"]) for row in rows) == [("desk.JPG", 5), ("kitchen.JPG", 8)]
+
+
+# ---------------------------------------------------------------- the README's Python, run as written
+
+# Run as one session, as a reader types the blocks in turn: each statement executed, the value of each bare
+# expression (what a REPL shows) recorded by its source line.
+SESSION = """
+import ast, json, sys
+source = sys.stdin.read()
+scope, shown = {}, {}
+for statement in ast.parse(source).body:
+    code = ast.get_source_segment(source, statement)
+    if isinstance(statement, ast.Expr):
+        shown[code] = repr(eval(compile(ast.Expression(statement.value), "<readme>", "eval"), scope))
+    else:
+        exec(compile(ast.Module([statement], []), "<readme>", "exec"), scope)
+names = ("accuracy", "digit", "confidence")
+print(json.dumps({"shown": shown, **{name: scope[name] for name in names}}, default=str))
+"""
+FEWER_EPOCHS = ("clf.train_model(epochs=15,", "clf.train_model(epochs=1,")  # minutes -> seconds; else as written
+
+
+@pytest.mark.slow
+def test_the_readme_python_runs_as_written(tmp_path, mnist, mnist_dir):
+    """The README's Python blocks, in order, in one fresh process in a folder holding the files they name:
+    only the training's epoch count is lowered. What they return is what the README's comments say."""
+    _readme_folder(tmp_path, mnist)
+    shutil.copytree(ASSETS, tmp_path / "assets" / "sample_digits")
+    script = "\n".join(blocks("python"))
+    assert FEWER_EPOCHS[0] in script
+    script = script.replace(*FEWER_EPOCHS)
+    env = {**os.environ, "MNIST_DATA": str(mnist_dir), "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([sys.executable, "-c", SESSION], input=script, cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    session = json.loads(done.stdout.strip().splitlines()[-1])
+    shown = session["shown"]
+    assert session["accuracy"] > 0.97 and session["digit"] == 7 and session["confidence"] > 0.5
+    assert (tmp_path / "digits.safetensors").is_file() and (tmp_path / "mine.safetensors").is_file()
+    assert (tmp_path / "assets" / "training_history.png").is_file()
+    assert shown['predictor.predict("photo.jpg")'].startswith("Prediction(path='photo.jpg', digit=8, confidence=0.9")
+    assert shown['predictor.read_number("cheque.png").number'] == "'2026'"
+    scored = ast.literal_eval(shown['clf.evaluate_images("my_digits")'])
+    assert scored["n"] == 120 and scored["accuracy"] >= 0.9
+    tuned = ast.literal_eval(shown['clf.finetune("my_digits", out="mine.safetensors", epochs=5)'])
+    assert tuned["model_path"].endswith("mine.safetensors")
