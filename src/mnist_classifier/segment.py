@@ -78,15 +78,24 @@ def segment_digits(gray: np.ndarray) -> tuple[list[Segment], str | None]:
     line_height = max(line_height, max(g.height for g in groups) * 0.8)
     segments = []
     for group in groups:
-        ink = np.where(np.isin(m.labels, group.labels), m.ink, np.float32(0))
-        for x0, x1 in _split_columns(ink, group, line_height):
+        # Each digit is cut from its group's window: the rest of the image holds none of its ink.
+        window = np.s_[group.y0:group.y1, group.x0:group.x1]
+        ink = np.where(np.isin(m.labels[window], group.labels), m.ink[window], np.float32(0))
+        for x0, x1 in _split_columns(ink, line_height):
             part = np.zeros_like(ink)
-            part[group.y0:group.y1, x0:x1] = ink[group.y0:group.y1, x0:x1]
-            box = ink_box(part)
-            if box is not None:
-                segments.append(Segment(box, fit_to_mnist(part, box)))
+            part[:, x0:x1] = ink[:, x0:x1]
+            segments += _segment(part, group.x0, group.y0)
     segments.sort(key=lambda s: (s.box[0] + s.box[2]) / 2)
     return segments, None if segments else "no ink found"
+
+
+def _segment(part: np.ndarray, left: int, top: int) -> list[Segment]:
+    """The digit of ``part``, a window at (left, top) of the image, or none when it holds no ink."""
+    box = ink_box(part)
+    if box is None:
+        return []
+    x0, y0, x1, y1 = box
+    return [Segment((x0 + left, y0 + top, x1 + left, y1 + top), fit_to_mnist(part, box))]
 
 
 def _segments_in_cells(m: InkMap, cells: list[tuple[int, int, int, int]]) -> list[Segment] | None:
@@ -117,12 +126,11 @@ def _segments_in_cells(m: InkMap, cells: list[tuple[int, int, int, int]]) -> lis
     rows, cols = np.nonzero(inked)
     segments = []
     for k in np.flatnonzero(digit_ink > CELL_INK * digit_ink.max(initial=0)):
-        part = np.zeros_like(m.ink)
         mine = digit_of == k
-        part[rows[mine], cols[mine]] = ink[mine]
-        box = ink_box(part)
-        if box is not None:
-            segments.append(Segment(box, fit_to_mnist(part, box)))
+        top, left = rows[mine].min(), cols[mine].min()
+        part = np.zeros((rows[mine].max() - top + 1, cols[mine].max() - left + 1), dtype=m.ink.dtype)
+        part[rows[mine] - top, cols[mine] - left] = ink[mine]
+        segments += _segment(part, int(left), int(top))
     return segments
 
 
@@ -184,20 +192,21 @@ def _absorb_fragments(groups: list[_Group], label_ink: np.ndarray) -> list[_Grou
     return sorted(digits, key=lambda g: g.x0)
 
 
-def _split_columns(ink: np.ndarray, group: _Group, line_height: float) -> list[tuple[int, int]]:
-    """Column ranges of the digits inside one blob: cut touching digits at the thinnest column."""
+def _split_columns(ink: np.ndarray, line_height: float) -> list[tuple[int, int]]:
+    """Column ranges of the digits in one blob's window: cut touching digits at the thinnest column."""
+    width = ink.shape[1]
     digit_width = DIGIT_ASPECT * line_height
-    count = int(round(group.width / digit_width)) if group.width > SPLIT_AT * digit_width else 1
+    count = int(round(width / digit_width)) if width > SPLIT_AT * digit_width else 1
     if count < 2:
-        return [(group.x0, group.x1)]
-    profile = ink[group.y0:group.y1, group.x0:group.x1].sum(axis=0)
-    step = group.width / count
-    cuts = [group.x0]
+        return [(0, width)]
+    profile = ink.sum(axis=0)
+    step = width / count
+    cuts = [0]
     for k in range(1, count):
         centre = int(round(k * step))
-        lo, hi = max(1, centre - int(step * 0.3)), min(group.width - 1, centre + int(step * 0.3) + 1)
-        cuts.append(group.x0 + lo + int(np.argmin(profile[lo:hi])))
-    cuts.append(group.x1)
+        lo, hi = max(1, centre - int(step * 0.3)), min(width - 1, centre + int(step * 0.3) + 1)
+        cuts.append(lo + int(np.argmin(profile[lo:hi])))
+    cuts.append(width)
     return list(zip(cuts[:-1], cuts[1:]))
 
 
