@@ -137,10 +137,12 @@ def find_lines(ink: np.ndarray) -> Structure:
     return _search(np.asarray(ink, dtype=np.float32))[0]
 
 
-def remove_lines(ink: np.ndarray) -> tuple[np.ndarray, Structure]:
-    """(ink without its printed lines, the lines). Strokes that crossed a line are bridged across it."""
+def remove_lines(ink: np.ndarray, prechecked: bool = False) -> tuple[np.ndarray, Structure]:
+    """(ink without its printed lines, the lines). Strokes that crossed a line are bridged across it.
+
+    ``prechecked``: has_line_candidates already said yes for this image (it is not asked again)."""
     ink = np.asarray(ink, dtype=np.float32)
-    structure, kept, (y0, y1, x0, x1) = _search(ink)
+    structure, kept, (y0, y1, x0, x1) = _search(ink, prechecked)
     if not structure.lines:
         return ink, structure
     part, mask = ink[y0:y1, x0:x1], structure.mask[y0:y1, x0:x1]
@@ -156,7 +158,7 @@ def remove_lines(ink: np.ndarray) -> tuple[np.ndarray, Structure]:
     return out, structure
 
 
-def _search(ink: np.ndarray):
+def _search(ink: np.ndarray, prechecked: bool = False):
     """(structure, kept candidates and bands, (y0, y1, x0, x1) window searched).
 
     Only the window around the ink is searched (the paper around a form is most of the image), with the
@@ -164,7 +166,7 @@ def _search(ink: np.ndarray):
     """
     strong = ink > INK_LEVEL
     rows, cols = np.flatnonzero(strong.any(axis=1)), np.flatnonzero(strong.any(axis=0))
-    if not rows.size or not has_line_candidates(ink[None])[0]:
+    if not rows.size or not (prechecked or has_line_candidates(ink[None])[0]):
         return Structure(np.zeros(ink.shape, dtype=bool)), [], (0, 0, 0, 0)
     margin = MAX_THICKNESS + RIM_ROWS  # the blurred rims and ends of lines at the ink's edge
     y0, y1 = max(0, int(rows[0]) - margin), min(ink.shape[0], int(rows[-1]) + 1 + margin)
@@ -187,7 +189,7 @@ def remove_lines_in_stack(ink: np.ndarray, alive: np.ndarray) -> list[Structure 
     """remove_lines for each image of an (N, H, W) stack where ``alive``, in place; None where no line."""
     found: list[Structure | None] = [None] * len(ink)
     for i in np.flatnonzero(alive & has_line_candidates(ink)):
-        clean, structure = remove_lines(ink[i])
+        clean, structure = remove_lines(ink[i], prechecked=True)
         if structure.lines:
             ink[i], found[i] = _restretched(clean), structure
     return found
