@@ -73,7 +73,9 @@ def segment_digits(gray: np.ndarray) -> tuple[list[Segment], str | None]:
     if segments is not None:
         return segments, None if segments else "no ink found"
     groups = _merge_stacked(_blobs(m.labels, m.kept))
-    groups = _absorb_fragments(groups, np.bincount(m.labels.ravel(), weights=m.ink.ravel()))
+    inked = m.labels > 0  # most of the image is paper: sum the blobs' pixels only
+    label_ink = np.bincount(m.labels[inked], weights=m.ink[inked], minlength=int(m.labels.max()) + 1)
+    groups = _absorb_fragments(groups, label_ink)
     line_height = float(np.median([g.height for g in groups]))
     line_height = max(line_height, max(g.height for g in groups) * 0.8)
     segments = []
