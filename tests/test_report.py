@@ -7,6 +7,7 @@ import html
 import io
 import json
 import re
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -229,3 +230,36 @@ def test_the_smoothed_loss_floor_is_the_targets_entropy():
     target[3] = 0.955
     assert smoothed_loss_floor(0.05) == pytest.approx(float(-(target * target.log()).sum()), rel=1e-6)
     assert smoothed_loss_floor(0) == 0.0
+
+
+def test_figures_drawn_beside_are_those_drawn_alone(pretrained, mnist, tmp_path, monkeypatch):
+    """Where a second process draws half of the figures, each figure is byte for byte the one drawn alone."""
+    from mnist_classifier import report as report_module
+    from mnist_classifier.evaluate import evaluate
+
+    evaluation = evaluate(pretrained.model, mnist.test_images, mnist.test_labels)
+    drawn = {}
+    for forked in (True, False):
+        monkeypatch.setattr(report_module, "_can_fork_a_drawer", lambda: forked)
+        figures, seconds = report_module._draw_figures(tmp_path / str(forked), pretrained.model,
+                                                       pretrained.metadata, evaluation, mnist)
+        assert list(figures) == list(seconds) == [k.name for k in FIGURES if k.name != "training_history"]
+        drawn[forked] = {name: path.read_bytes() for name, path in figures.items()}
+    for name, image in drawn[False].items():
+        assert drawn[True][name] == image, name
+
+
+def test_a_figure_that_fails_beside_fails_the_report(pretrained, mnist, tmp_path, monkeypatch):
+    from mnist_classifier import plots
+    from mnist_classifier import report as report_module
+    from mnist_classifier.evaluate import evaluate
+
+    def broken(inputs, path):
+        raise RuntimeError("cannot draw the samples")
+
+    monkeypatch.setitem(plots.KINDS, "samples", replace(plots.KINDS["samples"], draw=broken))
+    monkeypatch.setattr(report_module, "_can_fork_a_drawer", lambda: True)  # samples is drawn beside
+    assert "samples" in report_module.drawn_beside()
+    evaluation = evaluate(pretrained.model, mnist.test_images, mnist.test_labels)
+    with pytest.raises(RuntimeError, match="cannot draw the samples"):
+        report_module._draw_figures(tmp_path, pretrained.model, pretrained.metadata, evaluation, mnist)

@@ -624,6 +624,7 @@ class FigureKind:
     section: str
     caption: "str | Callable[[dict | None], str]"
     draw: "Callable[[FigureInputs, Path], Path | None]"
+    uses_model: bool = False  # runs the model (torch) to draw; the others need only the inputs' arrays
 
     def caption_for(self, history: dict | None = None) -> str:
         return self.caption(history) if callable(self.caption) else self.caption
@@ -662,6 +663,7 @@ FIGURES: list[FigureKind] = [
     FigureKind("class_distribution", (8.0, 4.5), "Data", "How many training examples each digit has.",
                lambda i, p: plot_class_distribution(i.train_labels, p)),
     FigureKind("first_layer", (12.0, 6.0), "First layer", "The first layer's learned filters and what each "
-               "picks up in one test digit.", lambda i, p: plot_first_layer(i.model, p, image=i.test_images[0])),
+               "picks up in one test digit.", lambda i, p: plot_first_layer(i.model, p, image=i.test_images[0]),
+               uses_model=True),
 ]
 KINDS = {kind.name: kind for kind in FIGURES}

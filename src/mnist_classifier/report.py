@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -143,17 +144,60 @@ def ensure_writable(folder: Path) -> None:
 
 def _draw_figures(folder: Path, model, metadata, evaluation, data) -> tuple[dict, dict]:
     """Every registered figure (plots.FIGURES) that the inputs can give; a figure they cannot give is
-    removed from the folder, lest one of an earlier report there stay behind."""
+    removed from the folder, lest one of an earlier report there stay behind.
+
+    Drawing is matplotlib's Python, one core per process: where a second core and fork are at hand, a
+    forked copy of this process draws every other figure that needs no model (it never touches torch,
+    whose threads do not survive a fork), while this one draws the rest.
+    """
+    global _FORKED_INPUTS
     inputs = _figure_inputs(model, metadata, evaluation, data)
-    figures, seconds = {}, {}
-    for kind in plots.FIGURES:
+    beside = drawn_beside() if _can_fork_a_drawer() else []
+    here = [kind.name for kind in plots.FIGURES if kind.name not in beside]
+    if not beside:
+        drawn = _draw(inputs, here, folder)
+    else:
+        import concurrent.futures
+        import multiprocessing
+
+        _FORKED_INPUTS = inputs  # the forked drawer has them as they are: nothing is pickled
+        try:
+            with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+                other = pool.submit(_draw_forked, beside, folder)
+                drawn = {**_draw(inputs, here, folder), **other.result()}
+        finally:
+            _FORKED_INPUTS = None
+    figures = {name: drawn[name][0] for name in plots.KINDS if drawn[name] is not None}
+    return figures, {name: drawn[name][1] for name in figures}
+
+
+_FORKED_INPUTS: "plots.FigureInputs | None" = None
+
+
+def drawn_beside() -> list[str]:
+    """The figures a second process draws: every other one of those that need no model."""
+    return [kind.name for kind in plots.FIGURES if not kind.uses_model][1::2]
+
+
+def _can_fork_a_drawer() -> bool:
+    """Linux only: elsewhere fork is missing or unsafe in a process that has loaded system frameworks."""
+    return sys.platform.startswith("linux") and len(os.sched_getaffinity(0)) > 1
+
+
+def _draw_forked(names: list[str], folder: Path) -> dict:
+    return _draw(_FORKED_INPUTS, names, folder)
+
+
+def _draw(inputs: plots.FigureInputs, names: list[str], folder: Path) -> dict:
+    """name -> (path, seconds), or None for a figure the inputs cannot give (its old file removed)."""
+    drawn = {}
+    for name in names:
         started = time.perf_counter()
-        drawn = kind.draw(inputs, folder / f"{kind.name}.png")
-        if drawn is None:
-            (folder / f"{kind.name}.png").unlink(missing_ok=True)
-            continue
-        figures[kind.name], seconds[kind.name] = drawn, time.perf_counter() - started
-    return figures, seconds
+        path = plots.KINDS[name].draw(inputs, folder / f"{name}.png")
+        if path is None:
+            (folder / f"{name}.png").unlink(missing_ok=True)
+        drawn[name] = None if path is None else (path, time.perf_counter() - started)
+    return drawn
 
 
 def _figure_inputs(model, metadata, evaluation, data) -> plots.FigureInputs:
