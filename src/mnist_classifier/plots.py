@@ -238,9 +238,9 @@ def plot_training_history(history, path) -> Path:
 @_styled
 def plot_confusion_matrix(y_true, y_pred, path) -> Path:
     """Counts (log colour scale, so single errors still show) next to the row-normalized matrix in percent."""
-    from sklearn.metrics import confusion_matrix
+    from .evaluate import confusion_counts
 
-    counts = confusion_matrix(np.asarray(y_true), np.asarray(y_pred), labels=DIGITS)
+    counts = confusion_counts(y_true, y_pred)
     rows = counts.sum(axis=1, keepdims=True)
     percent = 100.0 * counts / np.maximum(rows, 1)
     fig = _figure("confusion_matrix")
