@@ -211,7 +211,7 @@ def test_the_report_says_what_the_run_did_not_do(mnist, tmp_path, monkeypatch, c
     model = tmp_path / "plain.safetensors"
     assert main(["train", "-a", "cnn-fast", "--epochs", "1", "--label-smoothing", "0.05", "--early-stopping", "3",
                  "--out", str(model), "--quiet", "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out)
+    assert json.loads(capsys.readouterr().out)["model_path"] == str(model)
     page = html.unescape((report_dir_for(model) / "index.html").read_text())
     assert "on the training set (this run held out no validation set)" in page
     assert "training and validation sets" not in page

@@ -6,7 +6,6 @@ thread of this process, so that a test can hold the model's thread still and loo
 
 from __future__ import annotations
 
-import base64
 import io
 import logging
 import re
@@ -16,7 +15,6 @@ import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import numpy as np

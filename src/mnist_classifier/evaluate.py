@@ -61,8 +61,8 @@ class Evaluation:
 
     def classification_report(self) -> dict:
         """Per-class precision, recall, F1 and support keyed by digit as a string, and their "macro avg" and
-        "weighted avg" (by support): scikit-learn's classification_report with zero_division=0. A "no digit" answer is a miss of its
-        true digit and nobody's false positive."""
+        "weighted avg" (by support): scikit-learn's classification_report with zero_division=0. A "no digit"
+        answer is a miss of its true digit and nobody's false positive."""
         confusion = self.confusion
         hits = np.diag(confusion).astype(np.float64)
         answered = confusion.sum(axis=0)  # times each digit was the answer

@@ -129,10 +129,10 @@ def _segments_in_cells(m: InkMap, cells: list[tuple[int, int, int, int]]) -> lis
     segments = []
     for k in np.flatnonzero(digit_ink > CELL_INK * digit_ink.max(initial=0)):
         mine = digit_of == k
-        top, left = rows[mine].min(), cols[mine].min()
-        part = np.zeros((rows[mine].max() - top + 1, cols[mine].max() - left + 1), dtype=m.ink.dtype)
-        part[rows[mine] - top, cols[mine] - left] = ink[mine]
-        segments += _segment(part, int(left), int(top))
+        ys, xs = rows[mine], cols[mine]
+        part = np.zeros((ys.max() - ys.min() + 1, xs.max() - xs.min() + 1), dtype=m.ink.dtype)
+        part[ys - ys.min(), xs - xs.min()] = ink[mine]
+        segments += _segment(part, int(xs.min()), int(ys.min()))
     return segments
 
 
