@@ -118,6 +118,35 @@ def _digit(ax, image, title: str | None = None, color: str = "black", fontsize: 
         ax.set_title(title, color=color, fontsize=fontsize, fontweight="bold" if color != "black" else "normal")
 
 
+def _digit_grid(fig, images, titles, colors, cols: int, fontsize: float = 10) -> None:
+    """Digits in rows of ``cols``, each framed in its colour under its title, as one image on one axes.
+
+    Looks like a grid of _digit axes; an axes per digit made matplotlib's layout and drawing most of the
+    cost of these figures.
+    """
+    from matplotlib.patches import Rectangle
+
+    lines = max((title.count("\n") + 1 for title in titles), default=1)
+    side, gap, head = 28, 3, 2 + 4 * lines  # in MNIST pixels: the digit, between digits, the title above it
+    rows = max(math.ceil(len(images) / cols), 1)
+    sheet = np.zeros(((side + head) * rows, (side + gap) * cols - gap), dtype=np.float32)
+    ax = fig.add_subplot()
+    ax.set_axis_off()
+    for k, (image, title, color) in enumerate(zip(images, titles, colors)):
+        row, col = divmod(k, cols)
+        top, left = row * (side + head) + head, col * (side + gap)
+        image = np.asarray(image)
+        sheet[top:top + side, left:left + side] = image / (255.0 if image.dtype == np.uint8 else 1.0)
+        marked = color != "black"
+        ax.add_patch(Rectangle((left - 0.5, top - 0.5), side, side, fill=False, clip_on=False,
+                               edgecolor=color if marked else "#cccccc", linewidth=2.0 if marked else 0.8))
+        ax.text(left + side / 2 - 0.5, top - 1.5, title, ha="center", va="bottom", color=color, fontsize=fontsize,
+                fontweight="bold" if marked else "normal", linespacing=1.1)
+    ax.imshow(sheet, cmap=DIGIT_CMAP, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xlim(-1.5, sheet.shape[1] + 0.5)
+    ax.set_ylim(sheet.shape[0] + 0.5, -0.5)
+
+
 def _hide_unused(axes, used: int) -> None:
     for ax in axes.flat[used:]:
         ax.set_visible(False)
@@ -150,12 +179,8 @@ def plot_samples(images, labels, path, count: int = 20, seed: int = 0) -> Path:
     count = min(count, len(images))
     pick = np.random.default_rng(seed).choice(len(images), size=count, replace=False)
     cols = 5
-    rows = math.ceil(count / cols)
     fig = _figure("samples")
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax, i in zip(axes.flat, pick):
-        _digit(ax, images[i], f"label {int(labels[i])}")
-    _hide_unused(axes, count)
+    _digit_grid(fig, images[pick], [f"label {int(labels[i])}" for i in pick], ["black"] * count, cols)
     fig.suptitle(f"MNIST samples ({count} of {len(images):,})")
     return _save(fig, path)
 
@@ -316,15 +341,11 @@ def plot_predictions(images, y_true, probabilities, path, count: int = 25, seed:
     cols = 5
     rows = max(math.ceil(count / cols), 1)
     fig = _figure("predictions", figure_size("predictions", rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    right = 0
-    for ax, i in zip(axes.flat, pick):
-        predicted, truth = int(probabilities[i].argmax()), int(y_true[i])
-        ok = predicted == truth
-        right += ok
-        label = f"pred {predicted} ({probabilities[i].max():.0%})" + ("" if ok else f"\ntrue {truth}")
-        _digit(ax, images[i], label, GREEN if ok else RED)
-    _hide_unused(axes, count)
+    predicted, truth = probabilities[pick].argmax(axis=1), y_true[pick]
+    right = int((predicted == truth).sum())
+    titles = [f"pred {p} ({probabilities[i].max():.0%})" + ("" if p == t else f"\ntrue {t}")
+              for i, p, t in zip(pick, predicted, truth)]
+    _digit_grid(fig, images[pick], titles, [GREEN if p == t else RED for p, t in zip(predicted, truth)], cols)
     fig.suptitle(f"{title}: {right}/{count} correct (green right, red wrong)")
     return _save(fig, path)
 
@@ -337,20 +358,18 @@ def plot_misclassified(images, y_true, probabilities, path, count: int = 24) -> 
     wrong = np.flatnonzero(predicted != y_true)
     wrong = wrong[np.argsort(-probabilities[wrong].max(axis=1), kind="stable")][:count]
     cols = 6
-    rows = max(math.ceil(count / cols), 1)
     fig = _figure("misclassified")
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax, i in zip(axes.flat, wrong):
-        ranked = np.argsort(-probabilities[i])
-        first, second = int(ranked[0]), int(ranked[1])
-        label = (f"true {int(y_true[i])} → pred {first} ({_percent(probabilities[i, first])})\n"
-                 f"runner-up {second} ({_percent(probabilities[i, second])})")
-        _digit(ax, images[i], label, RED, fontsize=9)
-    _hide_unused(axes, len(wrong))
-    if len(wrong) == 0:
-        axes.flat[0].set_visible(True)
-        axes.flat[0].axis("off")
-        axes.flat[0].text(0, 0.5, "no misclassified examples", fontsize=14)
+    titles = []
+    for i in wrong:
+        first, second = (int(d) for d in np.argsort(-probabilities[i])[:2])
+        titles.append(f"true {int(y_true[i])} → pred {first} ({_percent(probabilities[i, first])})\n"
+                      f"runner-up {second} ({_percent(probabilities[i, second])})")
+    if len(wrong):
+        _digit_grid(fig, images[wrong], titles, [RED] * len(wrong), cols, fontsize=9)
+    else:
+        ax = fig.add_subplot()
+        ax.axis("off")
+        ax.text(0, 0.5, "no misclassified examples", fontsize=14)
     total = int((predicted != y_true).sum())
     fig.suptitle(f"Misclassified test digits: the {len(wrong)} most confident of {total} errors")
     return _save(fig, path)
