@@ -125,7 +125,8 @@ class Classifier:
         return self.predictor._classify(batch["path"], prepared)
 
     def _numbers(self, batch: dict) -> list:
-        prepared = [PreparedNumber(_segments(images, boxes), reason, error, scale, None if size is None else tuple(size))
+        prepared = [PreparedNumber(_segments(images, boxes), reason, error, scale,
+                                   None if size is None else tuple(size))
                     for images, boxes, reason, error, scale, size
                     in zip(batch["segments"], batch["boxes"], batch["reason"], batch["error"], batch["scale"],
                            batch["size"])]

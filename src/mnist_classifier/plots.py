@@ -105,17 +105,23 @@ def _save(fig: Figure, path) -> Path:
     return path
 
 
+def _frame_style(color: str) -> tuple[str, float, str]:
+    """(frame colour, frame width, title weight) of a digit: a coloured answer stands out, a plain one does not."""
+    return (color, 2.0, "bold") if color != "black" else ("#cccccc", 0.8, "normal")
+
+
 def _digit(ax, image, title: str | None = None, color: str = "black", fontsize: float = 10) -> None:
     ax.imshow(np.asarray(image), cmap=DIGIT_CMAP, vmin=0, vmax=255 if np.asarray(image).dtype == np.uint8 else 1,
               interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
+    edge, width, weight = _frame_style(color)
     for spine in ax.spines.values():
         spine.set_visible(True)
-        spine.set_color(color if color != "black" else "#cccccc")
-        spine.set_linewidth(2.0 if color != "black" else 0.8)
+        spine.set_color(edge)
+        spine.set_linewidth(width)
     if title:
-        ax.set_title(title, color=color, fontsize=fontsize, fontweight="bold" if color != "black" else "normal")
+        ax.set_title(title, color=color, fontsize=fontsize, fontweight=weight)
 
 
 def _digit_grid(fig, images, titles, colors, cols: int, fontsize: float = 10) -> None:
@@ -137,11 +143,11 @@ def _digit_grid(fig, images, titles, colors, cols: int, fontsize: float = 10) ->
         top, left = row * (side + head) + head, col * (side + gap)
         image = np.asarray(image)
         sheet[top:top + side, left:left + side] = image / (255.0 if image.dtype == np.uint8 else 1.0)
-        marked = color != "black"
-        ax.add_patch(Rectangle((left - 0.5, top - 0.5), side, side, fill=False, clip_on=False,
-                               edgecolor=color if marked else "#cccccc", linewidth=2.0 if marked else 0.8))
+        edge, width, weight = _frame_style(color)
+        ax.add_patch(Rectangle((left - 0.5, top - 0.5), side, side, fill=False, clip_on=False, edgecolor=edge,
+                               linewidth=width))
         ax.text(left + side / 2 - 0.5, top - 1.5, title, ha="center", va="bottom", color=color, fontsize=fontsize,
-                fontweight="bold" if marked else "normal", linespacing=1.1)
+                fontweight=weight, linespacing=1.1)
     ax.imshow(sheet, cmap=DIGIT_CMAP, vmin=0, vmax=1, interpolation="nearest")
     ax.set_xlim(-1.5, sheet.shape[1] + 0.5)
     ax.set_ylim(sheet.shape[0] + 0.5, -0.5)

@@ -338,12 +338,11 @@ class Predictor:
 
     def _read_numbers(self, labels, prepared: list[PreparedNumber]) -> list[NumberPrediction]:
         """The answers for prepared numbers: all their digits go through the model in one call."""
-        readable = [p.segments if not (p.error or p.reason) else [] for p in prepared]
-        images = [segment.image for segments in readable for segment in segments]
+        images = [segment.image for p in prepared for segment in p.segments]  # none where error or reason
         probs = self.probabilities(np.stack(images)) if images else np.zeros((0, 10), np.float32)
-        ends = np.cumsum([len(segments) for segments in readable], dtype=int)
-        return [self._read_prepared(label, p, probs[end - len(segments):end])
-                for label, p, segments, end in zip(labels, prepared, readable, ends)]
+        ends = np.cumsum([len(p.segments) for p in prepared], dtype=int)
+        return [self._read_prepared(label, p, probs[end - len(p.segments):end])
+                for label, p, end in zip(labels, prepared, ends)]
 
     def _read_prepared(self, label, prepared: PreparedNumber, probs: np.ndarray) -> NumberPrediction:
         """A number's answer from its prepared segments and their probabilities (one row per segment)."""

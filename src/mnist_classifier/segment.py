@@ -213,7 +213,9 @@ def _split_columns(ink: np.ndarray, line_height: float) -> list[tuple[int, int]]
 
 
 class PreparedNumber(NamedTuple):
-    """One number image decoded and segmented, or why not: the unit the worker processes hand back."""
+    """One number image decoded and segmented, or why not: the unit the worker processes hand back.
+
+    ``segments`` is empty whenever ``reason`` or ``error`` says why there is no number."""
 
     segments: list[Segment]
     reason: str | None = None               # why there is no number (no ink, blank, ...)
