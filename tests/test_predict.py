@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import signal
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_classifier.errors import ConfigError, ImageError
+from mnist_classifier.errors import ConfigError, ImageError, MNISTClassifierError
 from mnist_classifier.predict import NumberPrediction, Prediction, Predictor, collect_images
 from mnist_classifier.synth import PAPER, compose_number, render_on_paper, to_jpeg
 
@@ -117,6 +118,37 @@ def test_decoding_workers_leave_ctrl_c_to_the_parent(pretrained):
     with Predictor(pretrained, workers=2)._executor() as pool:
         assert pool.submit(signal.getsignal, signal.SIGINT).result() == signal.SIG_IGN
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+class _PoolWithADeadWorker:
+    """A pool that learns of its dead worker in submit() (the next chunk) or in result() (a queued one)."""
+
+    def __init__(self, seen_by: str):
+        self.seen_by, self.submitted = seen_by, 0
+
+    def submit(self, function, chunk):
+        self.submitted += 1
+        if self.seen_by == "submit" and self.submitted > 1:
+            raise BrokenProcessPool("A child process terminated abruptly")
+        future = Future()
+        if self.seen_by == "result":
+            future.set_exception(BrokenProcessPool("A child process terminated abruptly"))
+        else:
+            future.set_result(function(chunk))
+        return future
+
+    def shutdown(self, wait=True, cancel_futures=False):
+        pass
+
+
+@pytest.mark.parametrize("seen_by", ["submit", "result"])
+def test_a_dead_decoding_worker_is_one_clear_error_wherever_the_pool_sees_it(pretrained, monkeypatch, seen_by):
+    predictor = Predictor(pretrained, workers=2)
+    monkeypatch.setattr(predictor, "_executor", lambda: _PoolWithADeadWorker(seen_by))
+    chunks = [([f"{k}.png"], [f"{k}.png"]) for k in range(20)]
+    with pytest.raises(MNISTClassifierError) as error:
+        list(predictor._in_pool(lambda chunk: chunk, chunks, None))
+    assert str(error.value) == "a decoding worker process ended unexpectedly (killed by a signal, or out of memory)"
 
 
 def test_bad_files_cost_only_their_own_row(predictor, png_folder, tmp_path):

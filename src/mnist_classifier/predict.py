@@ -386,6 +386,10 @@ class Predictor:
                     yield self._next_done(window, bar)
             while window:
                 yield self._next_done(window, bar)
+        except BrokenProcessPool:  # raised by submit() or result(), whichever first sees the dead worker
+            _stop_now(pool)
+            raise MNISTClassifierError("a decoding worker process ended unexpectedly "
+                                       "(killed by a signal, or out of memory)") from None
         except BaseException:  # interrupted, stopped by a signal, or the reader stopped early
             _stop_now(pool)
             raise
@@ -395,11 +399,7 @@ class Predictor:
     @staticmethod
     def _next_done(window, bar):
         names, future = window.popleft()
-        try:
-            prepared = future.result()
-        except BrokenProcessPool:
-            raise MNISTClassifierError("a decoding worker process ended unexpectedly "
-                                       "(killed by a signal, or out of memory)") from None
+        prepared = future.result()
         if bar:
             bar.update(len(names))
         return names, prepared
