@@ -78,15 +78,14 @@ def to_page(box, point):
 
 
 def draw_with_mouse(page, strokes):
-    """Each stroke: press, move through the points in small steps, release. Waits for the answer."""
+    """Each stroke: press, move through the points in small steps, release. Waits for the answer to the
+    last lift (the page drops the figure of an earlier lift, whose answer may still be on its way)."""
     box = page.locator("#pad").bounding_box()
-    for number, stroke in enumerate(strokes):
+    for stroke in strokes:
         page.mouse.move(*to_page(box, stroke[0]))
         page.mouse.down()
         for point in stroke[1:]:
             page.mouse.move(*to_page(box, point), steps=6)
-        if number == len(strokes) - 1:
-            page.evaluate("window.mnistApp.penLiftToPredictionMs = null")
         page.mouse.up()
     page.wait_for_function("() => window.mnistApp.penLiftToPredictionMs !== null")
 
@@ -95,15 +94,13 @@ def draw_with_touch(page, strokes):
     """Real touch input through the DevTools protocol: the page sees pointerType 'touch'."""
     cdp = page.context.new_cdp_session(page)
     box = page.locator("#pad").bounding_box()
-    for number, stroke in enumerate(strokes):
+    for stroke in strokes:
         x, y = to_page(box, stroke[0])
         cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x, "y": y}]})
         for (x0, y0), (x1, y1) in zip(stroke, stroke[1:]):
             for t in np.linspace(0, 1, 7)[1:]:
                 x, y = to_page(box, (x0 + (x1 - x0) * t, y0 + (y1 - y0) * t))
                 cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y}]})
-        if number == len(strokes) - 1:
-            page.evaluate("window.mnistApp.penLiftToPredictionMs = null")
         cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
     page.wait_for_function("() => window.mnistApp.penLiftToPredictionMs !== null")
 

@@ -30,7 +30,8 @@ const state = {
   inFlight: false,
   again: false,         // the canvas changed while a request was in flight
   penUpAt: null,        // performance.now() of the last pen lift, for the latency figure
-  penUpSeq: 0,
+  penUpSeq: 0,          // the first request that carries the canvas as it was at that lift
+  lifts: 0,             // pen lifts so far: a latency measured for an older lift is dropped
 };
 
 // Figures the browser test and benchmark read: page ready, and pen-lift-to-prediction latency.
@@ -100,6 +101,8 @@ function endStroke(event) {
   state.last = null;
   state.penUpAt = performance.now();
   state.penUpSeq = state.sent + 1;
+  state.lifts += 1;
+  window.mnistApp.penLiftToPredictionMs = null;  // the figure, when it comes, is this lift's
   schedulePrediction(0);
 }
 pad.addEventListener("pointerup", endStroke);
@@ -257,10 +260,12 @@ function showPrediction(row, seq, view) {
   if ("number" in row) showNumber(row, view); else showDigit(row);
   window.mnistApp.predictions += 1;
   if (state.penUpAt !== null && seq >= state.penUpSeq) {
-    const penUpAt = state.penUpAt;
+    const penUpAt = state.penUpAt, lift = state.lifts;
     state.penUpAt = null;
-    // Measured at the next frame: that is when the answer is actually on screen.
-    requestAnimationFrame(() => { window.mnistApp.penLiftToPredictionMs = performance.now() - penUpAt; });
+    // Measured at the next frame: that is when the answer is actually on screen (unless the pen lifted again).
+    requestAnimationFrame(() => {
+      if (lift === state.lifts) window.mnistApp.penLiftToPredictionMs = performance.now() - penUpAt;
+    });
   }
 }
 
