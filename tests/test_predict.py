@@ -192,6 +192,10 @@ def test_collect_images_folders_globs_and_extensions(tmp_path):
     assert deep == ["B.JPG", "a.png", "d.Png", "e.webp"]
     assert [Path(p).name for p in collect_images([tmp_path], recursive=True, extensions=["png"])] == ["a.png", "d.Png"]
     assert [Path(p).name for p in collect_images([str(tmp_path / "*.png")])] == ["a.png"]
+    # Glob patterns match names whatever their case, as the extension filter does.
+    assert [Path(p).name for p in collect_images([str(tmp_path / "*.PNG")])] == ["a.png"]
+    assert [Path(p).name for p in collect_images([str(tmp_path / "*.jpg")])] == ["B.JPG"]
+    assert [Path(p).name for p in collect_images([str(tmp_path / "S*/*.png")])] == ["d.Png"]
     assert collect_images([tmp_path / "c.txt"]) == [str(tmp_path / "c.txt")]  # named files are always tried
 
 

@@ -233,7 +233,11 @@ def _glob(raw: str, suffixes: set[str], recursive: bool):
 def _glob_match(parts: tuple[str, ...], pattern: tuple[str, ...], prefix: bool = False) -> bool:
     """Whether path ``parts`` match the glob ``pattern``'s parts (with ``prefix``: could, once longer), by
     glob.glob's rules: "**" spans any number of directories; a name starting with "." needs a pattern
-    part that starts with "." too."""
+    part that starts with "." too. Names match whatever their case, as the folder extension filter does:
+    "*.png" takes "B.PNG"."""
+    parts = tuple(part.lower() for part in parts)
+    pattern = tuple(part.lower() for part in pattern)
+
     @lru_cache(maxsize=None)  # on (part, pattern part): linear time, however many "**" there are
     def match(i: int, j: int) -> bool:
         if i == len(parts):
