@@ -293,12 +293,13 @@ class Predictor:
                           uncertain=confidence < self.threshold or note is not None, note=note, image=image)
 
     def _classify(self, names, prepared) -> list[Prediction]:
-        ready = [i for i, (image, _, _) in enumerate(prepared) if image is not None]
+        ready = [i for i, p in enumerate(prepared) if p.image is not None]
         scores = {}  # index -> (probabilities, wider than a digit)
         if ready:
-            images = np.stack([prepared[i][0] for i in ready])
+            images = np.stack([prepared[i].image for i in ready])
             scores = dict(zip(ready, zip(self.probabilities(images), _wider_than_a_digit(images))))
-        return [self._answer(name, *prepared[i], *scores.get(i, (None, False))) for i, name in enumerate(names)]
+        return [self._answer(name, p.image, p.reason, p.error, *scores.get(i, (None, False)))
+                for i, (name, p) in enumerate(zip(names, prepared))]
 
     # -------------------------------------------------------------- public
 
