@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -35,6 +36,14 @@ class LoadedModel:
     model: torch.nn.Module  # in eval mode, on the requested device
     metadata: dict
     path: Path
+
+
+class CombinedModel(NamedTuple):
+    """An ensemble made by combine_models, ready for save_model(path, model, "ensemble", config, **metadata)."""
+
+    model: torch.nn.Module  # in eval mode, on the requested device
+    config: dict            # the ensemble's architecture config: each member's architecture and config
+    metadata: dict          # {"member_models": [each member's file name and training record]}
 
 
 def save_model(path: str | os.PathLike, model: torch.nn.Module, architecture: str, config: dict,
@@ -153,9 +162,9 @@ def _check_tensors(fh, name: str, config: dict, path: Path) -> None:
         raise ModelFileError(f"{path}: weights do not match architecture {name!r} ({_short(problem, 160)})")
 
 
-def combine_models(paths, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict, dict]:
-    """One ensemble from several model files: (the model, its config, metadata recording each member's
-    file and training)."""
+def combine_models(paths, device: str | torch.device = "cpu") -> CombinedModel:
+    """One ensemble from several model files, as a CombinedModel: the model, its config, and metadata
+    recording each member's file and training. It unpacks as ``model, config, metadata``."""
     loaded = [load_model(path, device=device) for path in paths]
     members = [{"architecture": m.metadata["architecture"], "config": m.metadata.get("config", {})} for m in loaded]
     try:
@@ -166,7 +175,7 @@ def combine_models(paths, device: str | torch.device = "cpu") -> tuple[torch.nn.
         slot.load_state_dict(member.model.state_dict())
     kept = ("training", "metrics", "history", "train_seconds", "dataset_sha256", "finetuned")
     record = [{"file": m.path.name, **{k: m.metadata[k] for k in kept if k in m.metadata}} for m in loaded]
-    return model.to(device).eval(), {"members": members}, {"member_models": record}
+    return CombinedModel(model.to(device).eval(), {"members": members}, {"member_models": record})
 
 
 def _short(value, limit: int = 60) -> str:
