@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .engines import as_engine
+from .reprs import compact_repr
 
 DIGITS = list(range(10))
 NO_DIGIT = -1  # a predicted label: the image was read but held no digit (a wrong answer, never a confusion)
@@ -43,6 +44,9 @@ class Evaluation:
     @property
     def confidence(self) -> np.ndarray:
         return self.probabilities.max(axis=1)
+
+    def __repr__(self) -> str:
+        return compact_repr(self, {"n": self.n, "accuracy": self.accuracy, "loss": self.loss})
 
     @property
     def confusion(self) -> np.ndarray:

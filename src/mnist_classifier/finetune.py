@@ -33,7 +33,9 @@ import torch.nn.functional as F
 from .atomic import unwritable
 from .errors import ConfigError, ImageError
 from .inference import prepare_for_inference, resolve_device, to_model_input
+from .models import channels_last
 from .persist import LoadedModel, load_model, pretrained_path, save_model
+from .reprs import compact_repr
 from .train import History, _loss_and_accuracy, _report_epoch, distillation, random_affine
 
 if TYPE_CHECKING:  # evaluate and labelled import scikit-learn, which the CLI's parser should not wait for
@@ -114,6 +116,13 @@ class FinetuneResult:
     skipped: list[str] = field(default_factory=list)   # one line per unreadable or "no digit" file
     warnings: list[str] = field(default_factory=list)  # layout and class warnings
     model_path: str | None = None
+
+    def __repr__(self) -> str:
+        tuned = self.metadata["finetuned"]
+        return compact_repr(self, {"images": tuned["on"]["path"],
+                                   "validation_accuracy_before": tuned.get("validation_accuracy_before"),
+                                   "validation_accuracy_after": tuned.get("validation_accuracy_after"),
+                                   "skipped": len(self.skipped), "model_path": self.model_path})
 
     def summary(self) -> dict:
         """The ``finetune --json`` object."""
@@ -313,7 +322,7 @@ def _train_epoch(model, teacher, sets: _Tensors, optimizer, schedule, config: Fi
         yb = torch.cat([sets.train_y[idx], sets.mnist_y[pick]])
         if config.augment:
             xb = random_affine(xb, generator)
-        xb = xb.contiguous(memory_format=torch.channels_last)
+        xb = channels_last(xb)
         logits = model(xb)
         loss = F.cross_entropy(logits, yb)
         if config.distill and mixed_in:

@@ -7,6 +7,7 @@ import torch
 
 from .engines import model_input
 from .errors import ConfigError
+from .models import channels_last
 
 INFERENCE_BATCH = 512  # measured fastest on a 2-core CPU: activations stay in L2; larger batches spill
 
@@ -42,7 +43,7 @@ def prepare_for_inference(model: torch.nn.Module) -> torch.nn.Module:
     fused.eval()
     if any(p.is_cuda for p in model.parameters()):
         return fused
-    return fused.to(memory_format=torch.channels_last)
+    return channels_last(fused)
 
 
 @torch.inference_mode()
@@ -54,7 +55,7 @@ def predict_logits(model: torch.nn.Module, images, batch_size: int = INFERENCE_B
     outputs = []
     for start in range(0, len(x), batch_size):
         batch = x[start:start + batch_size].to(device, non_blocking=True)
-        outputs.append(model(batch.contiguous(memory_format=torch.channels_last)).float().cpu())
+        outputs.append(model(channels_last(batch)).float().cpu())
     return torch.cat(outputs) if outputs else torch.empty(0, 10)
 
 

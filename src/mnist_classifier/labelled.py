@@ -21,6 +21,7 @@ from .errors import ImageError
 from .evaluate import DIGITS, NO_DIGIT, Evaluation
 from .predict import collect_images
 from .decode import IMAGE_EXTENSIONS
+from .reprs import compact_repr
 
 LAYOUT_HINT = "expected one subfolder per digit, DIR/0 ... DIR/9, holding that digit's images"
 
@@ -31,6 +32,9 @@ class LabelledFolder:
     paths: list[str]
     labels: np.ndarray  # (N,) int64, the digit each path's folder names
     warnings: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        return compact_repr(self, {"root": str(self.root), "images": len(self.paths), "warnings": self.warnings})
 
     def counts(self) -> list[int]:
         """Image files per digit."""
@@ -86,6 +90,10 @@ class LabelledRead:
     folder: LabelledFolder
     predictions: list  # predict.Prediction per path
 
+    def __repr__(self) -> str:
+        return compact_repr(self, {"root": str(self.folder.root), "images": len(self.predictions),
+                                   "unreadable": len(self.unreadable)})
+
     @property
     def unreadable(self) -> list[str]:
         """One line per file that could not be read, naming it."""
@@ -125,6 +133,10 @@ class FolderEvaluation:
 
     evaluation: Evaluation
     read: LabelledRead
+
+    def __repr__(self) -> str:
+        return compact_repr(self, {"root": str(self.read.folder.root), "n": self.evaluation.n,
+                                   "accuracy": self.evaluation.accuracy, "unreadable": len(self.read.unreadable)})
 
     def summary(self) -> dict:
         base = self.evaluation.summary()

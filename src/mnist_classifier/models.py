@@ -283,11 +283,18 @@ def check_config(name: str, overrides) -> dict:
     return config
 
 
+def channels_last(x):
+    """A tensor or module in NHWC memory order, the layout the CPU's convolution kernels run fastest in."""
+    if isinstance(x, nn.Module):
+        return x.to(memory_format=torch.channels_last)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def build_model(name: str, **overrides) -> nn.Module:
     """Build a registered architecture; keyword arguments override its default config."""
     arch = architecture(name)
     model = arch.builder(**check_config(name, overrides))
-    return model.to(memory_format=torch.channels_last) if arch.channels_last else model
+    return channels_last(model) if arch.channels_last else model
 
 
 def model_config(name: str, **overrides) -> dict:

@@ -28,6 +28,7 @@ from .decode import (HARMLESS_IMAGE_WARNINGS, IMAGE_EXTENSIONS, MAX_PIXELS, MAX_
                      READ_FORMATS, WORK_SIDE, decode_image, decode_image_scaled, read_error, source_name)
 from .fit import DIGIT_BOX, MNIST_CENTRE, MNIST_SIDE, fit_to_mnist, occupied_span
 from .ink import InkMap, ink_stacks, ink_map, ink_maps
+from .reprs import compact_repr
 
 __all__ = ["BATCH_PIXELS", "PreparedDigit", "DIGIT_BOX", "HARMLESS_IMAGE_WARNINGS", "IMAGE_EXTENSIONS", "InkMap", "MAX_PIXELS",
            "MAX_PIXELS_ENV", "MNIST_CENTRE", "MNIST_SIDE", "READ_FORMATS", "WORK_SIDE", "decode_image",
@@ -40,6 +41,9 @@ class PreparedDigit(NamedTuple):
     image: np.ndarray | None   # (28, 28) float32, or None
     reason: str | None         # why there is no digit (blank, noise, ...)
     error: str | None          # the one-line message for an input that could not be read
+
+    def __repr__(self) -> str:
+        return compact_repr(self, self._asdict())
 
 
 BATCH_PIXELS = 1 << 22  # decoded pixels a batch holds before normalizing them (16 MB as float32)

@@ -25,6 +25,7 @@ import numpy as np
 from . import plots
 from .atomic import write_text
 from .errors import MNISTClassifierError
+from .reprs import compact_repr
 
 FIGURES_DIR = "figures"
 
@@ -40,6 +41,10 @@ class Report:
     summary: dict  # what report.json holds: the evaluate summary plus model facts
     figures: dict[str, Path] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # time per step, for the benchmark
+
+    def __repr__(self) -> str:
+        return compact_repr(self, {"index": str(self.index), "accuracy": self.summary.get("accuracy"),
+                                   "figures": len(self.figures)})
 
     def to_json(self) -> dict:
         return {"index": str(self.index), "out_dir": str(self.out_dir),

@@ -23,6 +23,7 @@ from scipy import ndimage
 from .decode import decode_image_scaled, read_error
 from .fit import fit_to_mnist, ink_box
 from .ink import InkMap, ink_map
+from .reprs import compact_repr
 
 MERGE_OVERLAP = 0.5      # blobs whose columns overlap by half the narrower one belong to one digit
 FRAGMENT_HEIGHT = 0.35   # a blob under 35% of the line's height is a piece of a neighbour, not a digit ...
@@ -222,6 +223,9 @@ class PreparedNumber(NamedTuple):
     error: str | None = None                # the one-line message for an input that could not be read
     scale: float = 1.0                      # decoded pixels -> the original image's
     size: tuple[int, int] | None = None     # (width, height) of the original image
+
+    def __repr__(self) -> str:
+        return compact_repr(self, {**self._asdict(), "scale": self.scale if self.scale != 1.0 else None})
 
 
 def prepare_number(source, label: str) -> PreparedNumber:

@@ -29,6 +29,8 @@ from .augment import augment_batch, random_affine, recipe_named  # noqa: F401 (r
 from .data import FILES
 from .errors import ConfigError, TrainingError
 from .inference import resolve_device, to_model_input
+from .models import channels_last
+from .reprs import compact_repr
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "onecycle", "plateau")
@@ -226,7 +228,7 @@ def fit(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, config: 
 
 def _split_tensors(images, labels, config: TrainConfig, device):
     """(x_train, y_train, x_val, y_val) on the device; the validation pair is None without a split."""
-    x_all = to_model_input(images).to(device).contiguous(memory_format=torch.channels_last)
+    x_all = channels_last(to_model_input(images).to(device))
     y_all = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=device)
     if not config.validation_split:
         return x_all, y_all, None, None
@@ -405,7 +407,7 @@ def _train_one_epoch(model, x, y, optimizer, scheduler, config, generator, epoch
         idx = order[start:start + config.batch_size]
         xb, yb = x[idx], y[idx]
         if config.augment:
-            xb = augment_batch(xb, yb, generator, config.augment_recipe).contiguous(memory_format=torch.channels_last)
+            xb = channels_last(augment_batch(xb, yb, generator, config.augment_recipe))
         logits = model(xb)
         loss = _loss(logits, yb, xb, teacher, config)
         if not torch.isfinite(loss):  # stop before a NaN reaches the weights
@@ -450,6 +452,11 @@ class TrainResult:
     evaluation: "object"  # evaluate.Evaluation on the test set
     train_seconds: float
     model_path: str | None = None
+
+    def __repr__(self) -> str:
+        return compact_repr(self, {"architecture": self.architecture, "accuracy": self.evaluation.accuracy,
+                                   "epochs": len(self.history), "train_seconds": self.train_seconds,
+                                   "model_path": self.model_path})
 
     def summary(self) -> dict:
         """The ``train --json`` contract: test accuracy and loss, epochs, train_seconds, model_path."""
