@@ -199,7 +199,9 @@ def test_train_report_opt_out():
 
 
 def test_the_report_says_what_the_run_did_not_do(mnist, tmp_path, monkeypatch, capsys):
-    """No validation set: the curves' caption says so and early stopping is marked inactive. Label smoothing:
+    """No validation set: the curves' caption says so and early stopping is marked inactive, as are the
+    augmentation recipe of a run without augmentation and the distillation weight of a run without a teacher
+    (while settings that acted carry no such note). Label smoothing:
     a note explains the training loss's floor and the under-confidence. The weakest digit named in the text
     is the one the per-class chart marks (least recall)."""
     import mnist_classifier.data
@@ -216,6 +218,9 @@ def test_the_report_says_what_the_run_did_not_do(mnist, tmp_path, monkeypatch, c
     assert "on the training set (this run held out no validation set)" in page
     assert "training and validation sets" not in page
     assert re.search(r"early_stopping</td><td><code>3</code> \(inactive: no validation set to stop on\)", page)
+    assert re.search(r"augment_recipe</td><td><code>affine</code> \(inactive: augmentation was off\)", page)
+    assert re.search(r"distill</td><td><code>1.0</code> \(inactive: no teacher model\)", page)
+    assert page.count("(inactive") == 3
     assert f"cannot fall below {smoothed_loss_floor(0.05):.2f}" in page and 'id="label-smoothing"' in page
     saved = json.loads((report_dir_for(model) / "report.json").read_text())
     recall = {d: v["recall"] for d, v in saved["per_class"].items()}

@@ -358,6 +358,10 @@ def _setting_note(name: str, training: dict) -> str:
     """A word beside a setting that did nothing in this run, so the table does not mislead."""
     if name == "early_stopping" and training.get(name) and not training.get("validation_split"):
         return " (inactive: no validation set to stop on)"
+    if name == "augment_recipe" and not training.get("augment"):
+        return " (inactive: augmentation was off)"
+    if name == "distill" and not training.get("teacher"):
+        return " (inactive: no teacher model)"
     return ""
 
 
