@@ -51,6 +51,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from .fit import ink_box
+
 INK_LEVEL = 0.12       # line ink: lighter than the strokes (blue or grey print), but above the paper
 MIN_RUN = 24           # horizontal lines are at least this long (decoded px); MNIST digits span at most 20
 MIN_TICK = 8           # walls and comb ticks may be shorter
@@ -165,12 +167,13 @@ def _search(ink: np.ndarray, prechecked: bool = False):
     image border where it is: walls that end there, and comb cells that open onto it.
     """
     strong = ink > INK_LEVEL
-    rows, cols = np.flatnonzero(strong.any(axis=1)), np.flatnonzero(strong.any(axis=0))
-    if not rows.size or not (prechecked or has_line_candidates(ink[None])[0]):
+    box = ink_box(strong)
+    if box is None or not (prechecked or has_line_candidates(ink[None])[0]):
         return Structure(np.zeros(ink.shape, dtype=bool)), [], (0, 0, 0, 0)
     margin = MAX_THICKNESS + RIM_ROWS  # the blurred rims and ends of lines at the ink's edge
-    y0, y1 = max(0, int(rows[0]) - margin), min(ink.shape[0], int(rows[-1]) + 1 + margin)
-    x0, x1 = max(0, int(cols[0]) - margin), min(ink.shape[1], int(cols[-1]) + 1 + margin)
+    left, top, right, bottom = box
+    y0, y1 = max(0, top - margin), min(ink.shape[0], bottom + margin)
+    x0, x1 = max(0, left - margin), min(ink.shape[1], right + margin)
     found, kept = _find(ink[y0:y1, x0:x1], strong[y0:y1, x0:x1], (y0, x0), ink.shape)
     mask = np.zeros(ink.shape, dtype=bool)
     mask[y0:y1, x0:x1] = found.mask
