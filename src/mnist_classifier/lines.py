@@ -387,8 +387,8 @@ def _gaps_closed(mask: np.ndarray) -> np.ndarray:
 def _opening_along_rows(mask: np.ndarray, length: int) -> np.ndarray:
     """Pixels on a run of at least ``length`` along the last axis (a morphological opening).
 
-    Erosion and dilation by doubling shifts: log2(length) whole-array operations, which numpy does
-    far faster than a generic filter.
+    Erosion and dilation by doubling shifts: log2(length) whole-array operations, where a generic
+    filter visits a window of ``length`` at every pixel.
     """
     starts = mask.copy()  # starts[x]: mask[x:x + span] is all ink
     span = 1

@@ -42,7 +42,7 @@ from .segment import PreparedNumber, prepare_number_chunk
 DEFAULT_THRESHOLD = 0.6   # below this confidence an answer is flagged uncertain (still returned)
 DEFAULT_TOP_K = 3
 CHUNK = 256               # images per worker task: big enough to amortize inter-process traffic
-PARALLEL_MIN = 64         # fewer images than this are decoded in-process (a pool costs ~0.1 s to start)
+PARALLEL_MIN = 64         # fewer images than this are decoded in-process: a pool costs more to start than it saves
 MODEL_BATCH = 1024        # images gathered before a forward pass
 NO_PROBABILITIES = [0.0] * 10  # rows without a classification keep the 10-float shape of the contract
 # Ink this many times wider than tall is not one digit: the widest of MNIST's 10,000 test digits is 2.0.
@@ -438,9 +438,9 @@ def _stop_now(pool) -> None:
 def _pool_context():
     import multiprocessing
 
-    # fork starts workers in milliseconds, and they only run torch-free code (preprocess, segment), so
-    # torch's own thread pool is no obstacle. A process with other Python threads (a web server) may hold
-    # a lock at the moment of forking; there a fork server starts the workers cleanly instead.
+    # fork starts workers without importing anything again, and they only run torch-free code (preprocess,
+    # segment), so torch's own thread pool is no obstacle. A process with other Python threads (a web
+    # server) may hold a lock at the moment of forking; there a fork server starts the workers cleanly instead.
     methods = multiprocessing.get_all_start_methods()
     if "fork" in methods and threading.active_count() == 1:
         return multiprocessing.get_context("fork")

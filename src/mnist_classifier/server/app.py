@@ -79,7 +79,7 @@ def create_app(model=None, *, device: str = "auto", max_request_bytes: int = DEF
     ``log_requests``: log one line per request (method, path, status, milliseconds) on this module's logger.
     ``torch_threads``: the engine's intra-op threads for this process (None: the engine's default). The server's
     forward passes are small, so extra threads gain little, and on a busy machine a parallel region
-    waits for its slowest thread: on 2 shared cores, 1 thread was far faster per image than 2.
+    waits for its slowest thread, which another process may be holding off its core.
     ``engine``: what runs the model, a name from ``engines.ENGINES`` (a ready ``Predictor`` brings its own).
     """
     service = Service(_predictor(model, device, engine, torch_threads), max_request_bytes=max_request_bytes,
@@ -89,8 +89,8 @@ def create_app(model=None, *, device: str = "auto", max_request_bytes: int = DEF
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # Everything loaded so far (torch, the model, the app) lives as long as the server: keep it out of
-        # the garbage collector's full passes, which would otherwise walk it all and stall every request
-        # in flight for about 100 ms a few times a minute under load.
+        # the garbage collector's full passes, which would otherwise walk it all, again and again under
+        # load, and stall every request in flight while they do.
         gc.freeze()
         yield
         service.close()  # after uvicorn has finished the last request
@@ -323,8 +323,8 @@ async def _disconnected(request: Request) -> None:
 
 
 def _json(content) -> Response:
-    # The rows are already plain JSON types: orjson writes one, with its 784-number image, in ~7 us where
-    # json.dumps takes ~90 us and FastAPI's generic encoder more; at hundreds of requests/s that counts.
+    # The rows are already plain JSON types: FastAPI's generic encoder would walk every value to convert
+    # it for nothing, and orjson writes a row, 784-number image included, in native code as it stands.
     return Response(orjson.dumps(content), media_type="application/json")
 
 
