@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import classification_report, confusion_matrix, log_loss
 
-from mnist_classifier.evaluate import DIGITS, NO_DIGIT, Evaluation, confusion_counts
+from mnist_classifier.evaluate import DIGITS, NO_DIGIT, Evaluation, confusion_counts, weakest_digit
 
 
 def scored(seed: int, n: int = 3000, no_digit: float = 0.05, missing=()) -> Evaluation:
@@ -45,3 +45,18 @@ def test_the_metrics_are_scikit_learns(seed, missing):
 def test_confusion_leaves_out_the_no_digit_answers():
     counts = confusion_counts([1, 1, 2, 3], [1, NO_DIGIT, 2, 5])
     assert counts.sum() == 3 and counts[1, 1] == 1 and counts[2, 2] == 1 and counts[3, 5] == 1
+
+
+def test_the_weakest_digit_is_the_least_recall_then_the_lower_f1():
+    """3 and 5 are both read right 9 times in 10; 5 is also answered for an 8, so its F1 is lower: 5 is the
+    weakest (the chart's red bar and the report's named digit), not 3, the lower digit."""
+    y_true = np.repeat(DIGITS, 10)
+    y_true = np.concatenate([y_true, np.full(10, 8)])
+    y_pred = y_true.copy()
+    y_pred[30] = 8          # a 3 read as 8
+    y_pred[50] = NO_DIGIT   # a 5 answered "no digit"
+    y_pred[-1] = 5          # an 8 read as 5
+    assert weakest_digit(y_true, y_pred) == 5
+    assert weakest_digit(y_true, y_true) == 0  # all equal: the lowest digit
+    probabilities = np.eye(10, dtype=np.float32)[np.where(y_pred < 0, 0, y_pred)]
+    assert Evaluation(y_true, y_pred, probabilities).weakest_digit == 5

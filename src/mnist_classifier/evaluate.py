@@ -45,6 +45,10 @@ class Evaluation:
     def confidence(self) -> np.ndarray:
         return self.probabilities.max(axis=1)
 
+    @property
+    def weakest_digit(self) -> int:
+        return weakest_digit(self.y_true, self.y_pred)
+
     def __repr__(self) -> str:
         return compact_repr(self, {"n": self.n, "accuracy": self.accuracy, "loss": self.loss})
 
@@ -116,6 +120,18 @@ def confusion_counts(y_true, y_pred) -> np.ndarray:
     y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
     counted = (y_pred >= 0) & (y_pred < 10) & (y_true >= 0) & (y_true < 10)
     return np.bincount(y_true[counted] * 10 + y_pred[counted], minlength=100).reshape(10, 10)
+
+
+def weakest_digit(y_true, y_pred) -> int:
+    """The digit read correctly least often (least recall; a "no digit" answer is a miss); a tie goes to the
+    lower F1, then to the lower digit. The per-class chart marks it and the report's text names it."""
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    confusion = confusion_counts(y_true, y_pred)
+    hits, support = np.diag(confusion), np.bincount(y_true, minlength=10)[:10]
+    recall = np.divide(hits, support, out=np.zeros(10), where=support > 0)
+    both = confusion.sum(axis=0) + support
+    f1 = np.divide(2 * hits, both, out=np.zeros(10), where=both > 0)
+    return min(DIGITS, key=lambda d: (recall[d], f1[d], d))
 
 
 def evaluate(model, images, labels) -> Evaluation:

@@ -314,9 +314,12 @@ def plot_per_class_accuracy(y_true, y_pred, path) -> Path:
     correct = np.bincount(y_true[y_true == y_pred], minlength=10)[:10]
     accuracy = 100.0 * correct / np.maximum(totals, 1)
     overall = 100.0 * correct.sum() / max(totals.sum(), 1)
+    from .evaluate import weakest_digit
+
+    weakest = weakest_digit(y_true, y_pred)
     fig = _figure("per_class_accuracy")
     ax = fig.subplots()
-    colors = [RED if a == accuracy.min() and a < 100 else BLUE for a in accuracy]
+    colors = [RED if d == weakest and a < 100 else BLUE for d, a in zip(DIGITS, accuracy)]
     bars = ax.bar(DIGITS, accuracy, color=colors, width=0.7)
     ax.bar_label(bars, labels=[f"{a:.1f}%\n{t - c} err" for a, c, t in zip(accuracy, correct, totals)],
                  padding=2, fontsize=8)

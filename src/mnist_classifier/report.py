@@ -400,8 +400,7 @@ def _training_section(metadata: dict, figures: dict, out_dir: Path) -> str:
 def _metrics_section(evaluation, summary: dict) -> str:
     report = evaluation.classification_report()
     per_class = summary["per_class"]
-    # The digit read correctly least often: the red bar of the per-class chart, the marked row here.
-    weakest = min(per_class, key=lambda d: (per_class[d]["recall"], per_class[d]["f1"]))
+    weakest = str(evaluation.weakest_digit)  # the red bar of the per-class chart, the marked row here
     lowest_f1 = min(per_class, key=lambda d: per_class[d]["f1"])
     rows = []
     for digit in map(str, range(10)):
