@@ -128,3 +128,22 @@ def test_the_cli_offers_the_librarys_choices_and_defaults():
         assert option(command, "--engine").default == default_engine(command)
     assert (option("serve", "--host").default, option("serve", "--port").default) == \
         (limits.DEFAULT_HOST, limits.DEFAULT_PORT)
+
+
+def test_every_model_option_of_the_registry_is_a_train_flag():
+    """The flags come from the registry: each architecture's options, with their rule and example in the help."""
+    from mnist_classifier.cli import _given_model_options, build_parser
+    from mnist_classifier.models import REGISTRY
+
+    parser = build_parser("train")
+    train = parser._subparsers._group_actions[0].choices["train"]
+    flags = {a.dest: a for a in train._actions}
+    declared = {name for arch in REGISTRY.values() for name in arch.options if name != "members"}
+    assert declared <= set(flags)
+    assert "a list of 3 whole numbers from 1 to 512, e.g. 16,32,64" in flags["channels"].help
+    args = parser.parse_args(["train", "-a", "cnn", "--channels", "8,16,24", "--convs", "2,1,1", "--strided-stem",
+                              "--dropout", "0.3"])
+    assert _given_model_options(args) == {"hidden_layers": None, "dropout": 0.3, "dropouts": None,
+                                          "channels": [8, 16, 24], "convs": [2, 1, 1], "strided_stem": True}
+    args = parser.parse_args(["train", "-a", "mlp-bn", "--dropouts", "0.5,0.25"])
+    assert _given_model_options(args)["dropouts"] == [0.5, 0.25]

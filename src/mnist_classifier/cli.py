@@ -19,12 +19,18 @@ from . import __version__
 from .errors import ConfigError, MNISTClassifierError, printable, utf8_safe
 
 
-def _csv_ints(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    return values
+def _csv_of(kind: type):
+    """An argparse type for comma-separated ints or floats, e.g. 32,64,128."""
+    noun = "integers" if kind is int else "numbers"
+
+    def parse(text: str) -> list:
+        try:
+            return [kind(v) for v in text.replace(" ", "").split(",") if v]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {noun}, got {text!r}") from None
+
+    parse.__name__ = f"comma-separated {noun}"  # argparse names the type in its error message
+    return parse
 
 
 # orjson: many times faster than json, whose indenting encoder is pure Python.
@@ -149,9 +155,7 @@ def add_train(p) -> None:
     p.add_argument("--teacher", metavar="MODEL",
                    help="also learn this model file's answers on every batch (distillation), e.g. an ensemble")
     p.add_argument("--distill", type=float, help="weight of the teacher's answers beside the labels (default: 1)")
-    p.add_argument("--hidden-layers", type=_csv_ints, help="mlp/mlp-bn hidden sizes, e.g. 128,64")
-    p.add_argument("--dropout", type=float, help="dropout rate (mlp, cnn)")
-    p.add_argument("--channels", type=_csv_ints, help="cnn stage widths, e.g. 32,64,128")
+    _model_option_arguments(p)
     p.add_argument("--seed", type=int,
                    help=f"random seed (default: {TrainConfig.seed}; same seed, same weights on CPU)")
     _device_argument(p)
@@ -169,6 +173,34 @@ def add_train(p) -> None:
     p.set_defaults(run=run_train)
 
 
+def _model_option_arguments(p) -> None:
+    """One flag per constructor option of the model registry (--channels, --dropout, ...): a new option of
+    an architecture is a new flag, with its rule and example in the help."""
+    from .models import model_options
+
+    for spec in model_options():
+        option, example = spec.option, spec.example
+        if option.kind is bool:
+            kind, example = argparse.BooleanOptionalAction, None
+        elif option.items:
+            kind, example = _csv_of(option.kind), ",".join(map(str, example))
+        else:
+            kind = option.kind
+        flag = "--" + spec.name.replace("_", "-")
+        text = f"{', '.join(spec.architectures)}: {option.meaning}"
+        text += f", {option.description()}, e.g. {example}" if example is not None else ""
+        if kind is argparse.BooleanOptionalAction:
+            p.add_argument(flag, dest=spec.name, action=kind, default=None, help=text)
+        else:
+            p.add_argument(flag, dest=spec.name, type=kind, metavar=spec.name.upper(), help=text)
+
+
+def _given_model_options(args) -> dict:
+    from .models import model_options
+
+    return {spec.name: getattr(args, spec.name) for spec in model_options()}
+
+
 def run_train(args) -> int:
     from .atomic import check_writable
     from .data import load_mnist
@@ -180,7 +212,7 @@ def run_train(args) -> int:
                     early_stopping=args.early_stopping, augment=args.augment, augment_recipe=args.augment_recipe,
                     label_smoothing=args.label_smoothing, teacher=args.teacher, distill=args.distill,
                     seed=args.seed, device=args.device, progress=not args.quiet)
-    model_options = {"hidden_layers": args.hidden_layers, "dropout": args.dropout, "channels": args.channels}
+    model_options = _given_model_options(args)
     if args.resume:
         run = resume_run(args.resume, args.architecture, model_options, out=args.out, write_to=args.checkpoint_dir,
                          **settings)

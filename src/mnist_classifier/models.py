@@ -142,6 +142,7 @@ class Option:
     high: float = 0
     high_open: bool = False  # the range is [low, high) rather than [low, high]
     items: tuple[int, int] | None = None
+    meaning: str = ""  # what it sets, for the CLI's help
 
     def check(self, name: str, value) -> None:
         values = value if self.items else [value]
@@ -191,8 +192,8 @@ def _check_members(name: str, members) -> None:
             raise ConfigError(f"{name}[{i}]: {exc}") from None
 
 
-DROPOUT = Option(float, 0.0, 1.0, high_open=True)
-HIDDEN_LAYERS = Option(int, 1, MAX_WIDTH, items=(1, MAX_LAYERS))
+DROPOUT = Option(float, 0.0, 1.0, high_open=True, meaning="dropout rate")
+HIDDEN_LAYERS = Option(int, 1, MAX_WIDTH, items=(1, MAX_LAYERS), meaning="hidden layer sizes")
 
 
 def _one_dropout_per_layer(config: dict) -> str | None:
@@ -216,8 +217,9 @@ class Architecture:
     agree: Callable[[dict], str | None] = field(default=lambda config: None)  # options that must fit each other
 
 
-CNN_OPTIONS = {"channels": Option(int, 1, MAX_CHANNELS, items=(3, 3)), "convs": Option(int, 1, MAX_CONVS, items=(3, 3)),
-               "dropout": DROPOUT, "strided_stem": Option(bool)}
+CNN_OPTIONS = {"channels": Option(int, 1, MAX_CHANNELS, items=(3, 3), meaning="stage widths"),
+               "convs": Option(int, 1, MAX_CONVS, items=(3, 3), meaning="convolutions per stage"),
+               "dropout": DROPOUT, "strided_stem": Option(bool, meaning="a stride-2 first convolution")}
 
 REGISTRY: dict[str, Architecture] = {
     a.name: a for a in [
@@ -226,7 +228,8 @@ REGISTRY: dict[str, Architecture] = {
                      {"epochs": 10, "batch_size": 32, "lr": 1e-3, "schedule": "constant", "augment": False},
                      "seed 000: 784-128-64-10 MLP with dropout"),
         Architecture("mlp-bn", MLPBatchNorm, {"hidden_layers": [512, 256, 128], "dropouts": [0.3, 0.2, 0.0]},
-                     {"hidden_layers": HIDDEN_LAYERS, "dropouts": Option(float, 0.0, 1.0, True, (1, MAX_LAYERS))},
+                     {"hidden_layers": HIDDEN_LAYERS,
+                      "dropouts": Option(float, 0.0, 1.0, True, (1, MAX_LAYERS), "dropout rate per hidden layer")},
                      {"epochs": 15, "batch_size": 128, "lr": 1e-3, "schedule": "plateau", "augment": False},
                      "seed 001: 512-256-128 MLP with batch norm and dropout", agree=_one_dropout_per_layer),
         Architecture("cnn", DigitCNN,
@@ -252,6 +255,30 @@ REGISTRY: dict[str, Architecture] = {
                      "several models averaged: the shipped model joins an MNIST CNN and an other-writers CNN"),
     ]
 }
+
+
+@dataclass(frozen=True)
+class ModelOption:
+    """One constructor option as the CLI offers it: its rule, the architectures that take it, an example."""
+
+    name: str
+    option: Option
+    architectures: list[str]
+    example: object  # the first such architecture's default
+
+
+def model_options() -> list[ModelOption]:
+    """Every constructor option of the registry that is a plain value (an ensemble's members are not)."""
+    found: dict[str, ModelOption] = {}
+    for arch in REGISTRY.values():
+        for name, option in arch.options.items():
+            if not isinstance(option, Option):
+                continue
+            if name in found:
+                found[name].architectures.append(arch.name)
+            else:
+                found[name] = ModelOption(name, option, [arch.name], arch.config[name])
+    return list(found.values())
 
 
 def architecture(name: str) -> Architecture:
