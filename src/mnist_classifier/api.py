@@ -21,11 +21,11 @@ from .errors import ConfigError
 from .evaluate import Evaluation, evaluate
 from .inference import resolve_device
 from .models import build_model, model_config
-from .train import History, TrainResult, fit, save_result
+from .train import DEFAULT_ARCHITECTURE, History, TrainResult, fit, save_result
 
 
 class MNISTClassifier:
-    def __init__(self, architecture: str = "cnn", data_dir: str | None = None, device: str = "auto",
+    def __init__(self, architecture: str = DEFAULT_ARCHITECTURE, data_dir: str | None = None, device: str = "auto",
                  seed: int = 0, output_dir: str = "assets"):
         self.architecture = architecture
         self.data_dir = data_dir

@@ -33,7 +33,7 @@ def _csv_of(kind: type):
     return parse
 
 
-# orjson: many times faster than json, whose indenting encoder is pure Python.
+# orjson: it encodes numpy arrays itself, and json's indenting encoder is pure Python.
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
