@@ -270,11 +270,11 @@ def test_a_long_number_among_specks_is_no_scatter_of_dots(predictor, typical):
 
 def test_results_have_one_line_reprs(predictor, typical):
     one = predictor.predict(typical[7][0], name="seven.png")
-    assert repr(one) == f"Prediction(path='seven.png', digit=7, confidence={one.confidence:.2f})"
+    assert repr(one) == f"Prediction(path='seven.png', digit=7, confidence={round(one.confidence, 2)})"
     assert repr(Prediction("gone.png", error="gone.png: file not found")) == \
-        "Prediction(path='gone.png', confidence=0.00, error='gone.png: file not found')"
+        "Prediction(path='gone.png', confidence=0.0, error='gone.png: file not found')"
     number = predictor.read_number(_number_image([typical[4][0], typical[2][0]], np.random.default_rng(0)), name="n")
-    assert repr(number) == f"NumberPrediction(path='n', number='42', confidence={number.confidence:.2f})"
+    assert repr(number) == f"NumberPrediction(path='n', number='42', confidence={round(number.confidence, 2)})"
     assert repr(number.digits[0]).startswith("DigitRead(digit=4, confidence=") and "\n" not in repr(number.digits)
 
 

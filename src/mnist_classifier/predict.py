@@ -37,6 +37,7 @@ from .errors import ConfigError, MNISTClassifierError
 from .decode import HARMLESS_IMAGE_PATTERN, IMAGE_EXTENSIONS, source_name
 from .fit import occupied_span
 from .preprocess import PreparedDigit, prepare_chunk
+from .reprs import compact_repr
 from .segment import PreparedNumber, prepare_number_chunk
 
 DEFAULT_THRESHOLD = 0.6   # below this confidence an answer is flagged uncertain (still returned)
@@ -52,14 +53,8 @@ SEVERAL_DIGITS_NOTE = ("the ink is much wider than one digit: several digits sid
 
 
 def _compact_repr(obj, names: tuple[str, ...]) -> str:
-    """``Type(a=1, b=0.99, ...)``: the fields that say something, floats to two places, no arrays."""
-    parts = []
-    for name in names:
-        value = getattr(obj, name)
-        if value is None or value is False:
-            continue
-        parts.append(f"{name}={value:.2f}" if isinstance(value, float) else f"{name}={value!r}")
-    return f"{type(obj).__name__}({', '.join(parts)})"
+    """``Type(a=1, b=0.99, ...)``: confidences to two places, no arrays."""
+    return compact_repr(obj, {name: getattr(obj, name) for name in names}, places=2)
 
 
 @dataclass
