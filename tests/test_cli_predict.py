@@ -153,7 +153,22 @@ def test_top_k_threshold_and_options(capsys, folder):
 def test_nothing_found_is_one_line_error(capsys, tmp_path):
     assert main(["predict", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("mnist-classifier predict: error: no images found in") and "\n" not in err
+    assert err.startswith("mnist-classifier predict: error: no images found: ") and "\n" not in err
+
+
+def test_nothing_found_says_why_for_each_path(capsys, tmp_path):
+    """A glob that matches nothing is not blamed on the extensions; a folder whose images are in subfolders
+    points at --recursive."""
+    (tmp_path / "scans" / "2024").mkdir(parents=True)
+    (tmp_path / "scans" / "2024" / "a.png").write_bytes(b"")
+    (tmp_path / "scans" / "notes.txt").write_text("")
+    assert main(["predict", str(tmp_path / "scans"), str(tmp_path / "*.tif"), "--ext", "png,jpg"]) == 1
+    assert capsys.readouterr().err == (
+        f"mnist-classifier predict: error: no images found: {tmp_path / 'scans'} holds no file named *.{{png,jpg}} "
+        f"(its subfolders are read with --recursive); {tmp_path / '*.tif'} matches no file\n")
+    assert main(["predict", str(tmp_path / "scans"), "-r", "--ext", "tif"]) == 1
+    assert capsys.readouterr().err == (
+        f"mnist-classifier predict: error: no images found: {tmp_path / 'scans'} holds no file named *.{{tif}}\n")
 
 
 def test_console_script_help():

@@ -537,14 +537,14 @@ def run_predict(args) -> int:
     if args.engine == "ray":
         return run_predict_ray(args)
     from .formats import csv_writer, table_header, table_line, table_width
-    from .predict import DEFAULT_THRESHOLD, IMAGE_EXTENSIONS, Predictor, collect_images
+    from .predict import DEFAULT_THRESHOLD, IMAGE_EXTENSIONS, Predictor, collect_images, nothing_found
 
     if args.csv:
         _check_output("--csv", args.csv)
     extensions = [e.strip() for e in args.ext.split(",") if e.strip()] if args.ext else list(IMAGE_EXTENSIONS)
     paths = collect_images(args.paths, recursive=args.recursive, extensions=extensions)
     if not paths:
-        raise ConfigError(f"no images found in {' '.join(args.paths)} (extensions: {', '.join(extensions)})")
+        raise ConfigError(nothing_found(args.paths, args.recursive, extensions))
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     predictor = Predictor(args.model, device=args.device, threshold=threshold, workers=args.workers,
                           top_k=args.top_k, engine=args.engine)

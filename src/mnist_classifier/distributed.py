@@ -198,7 +198,7 @@ def predict_files(paths, model=None, number: bool = False, recursive: bool = Fal
         listed = pa.table({"bytes": pa.nulls(len(local), pa.binary()), "path": pa.array(local, pa.string())})
         parts.append(ray.data.from_arrow([listed.slice(i, LOCAL_BLOCK) for i in range(0, len(local), LOCAL_BLOCK)]))
     if not parts:
-        raise ConfigError(f"no images found in {' '.join(map(str, paths))} (extensions: {', '.join(extensions)})")
+        raise ConfigError(nothing_found(paths, recursive, extensions))
     ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     return predict_dataset(ds, model=model, number=number, threshold=threshold)
 

@@ -177,6 +177,27 @@ def collect_images(paths, recursive: bool = False, extensions=IMAGE_EXTENSIONS) 
     return list(first_path.values())
 
 
+def nothing_found(paths, recursive: bool = False, extensions=IMAGE_EXTENSIONS) -> str:
+    """Why ``collect_images`` found no file, path by path, in one line: a glob matched none, or a folder
+    holds no file with an image extension (and maybe has subfolders, which only a recursive look enters)."""
+    reasons = []
+    for raw in map(os.fspath, paths):
+        if not os.path.isdir(raw):
+            reasons.append(f"{raw} matches no file")
+            continue
+        reason = f"{raw} holds no file named *.{{{','.join(e.lstrip('*.') for e in extensions)}}}"
+        try:
+            with os.scandir(raw) as listing:
+                has_subfolders = any(entry.is_dir() for entry in listing)
+        except OSError as exc:  # unreadable: say so rather than blame the extensions
+            reasons.append(f"{raw} cannot be listed ({exc.strerror or exc})")
+            continue
+        if has_subfolders and not recursive:
+            reason += " (its subfolders are read with --recursive)"
+        reasons.append(reason)
+    return "no images found: " + "; ".join(reasons)
+
+
 def _path_order(item: tuple[str, str]):
     return Path(item[0]).parts
 
