@@ -196,3 +196,18 @@ def test_classifier_without_history_says_so(tmp_path):
     clf.build_model(architecture="cnn-fast")
     with pytest.raises(ConfigError, match="no training history"):
         clf.plot_training_history()
+
+
+def test_a_signed_grid_scales_each_tile_to_its_own_range_and_stretches_it_to_one_side():
+    kernel = np.array([[1.0, -2.0], [0.0, 4.0]])
+    response = np.arange(16.0).reshape(4, 4) - 8
+    fig = plots._figure("first_layer")
+    ax = fig.add_subplot()
+    plots._signed_grid(ax, [[(kernel, "kernel 0", {})], [(response, "response", {"color": plots.GREY})]], cols=1)
+    sheet = np.ma.filled(ax.images[0].get_array(), np.nan)
+    side, head = 4, 1  # the sides' least common multiple, and a quarter of it for the title
+    assert sheet.shape == (2 * (side + head), side)
+    np.testing.assert_array_equal(sheet[head:head + side], np.kron(kernel / 4, np.ones((2, 2))))
+    np.testing.assert_array_equal(sheet[2 * head + side:], response / 8)
+    assert np.isnan(sheet[0]).all()  # white behind the titles
+    assert [(t.get_text(), t.get_color()) for t in ax.texts] == [("kernel 0", "black"), ("response", plots.GREY)]

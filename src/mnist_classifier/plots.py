@@ -153,11 +153,6 @@ def _digit_grid(fig, images, titles, colors, cols: int, fontsize: float = 10) ->
     ax.set_ylim(sheet.shape[0] + 0.5, -0.5)
 
 
-def _hide_unused(axes, used: int) -> None:
-    for ax in axes.flat[used:]:
-        ax.set_visible(False)
-
-
 def _as_floats(values) -> np.ndarray:
     """History lists may hold None (no validation set): make them NaN so matplotlib leaves gaps."""
     return np.array([np.nan if v is None else float(v) for v in (values or [])], dtype=float)
@@ -474,10 +469,8 @@ def plot_first_layer(model, path, image=None, max_units: int = 16) -> Path:
     else:
         kernels = weights[:count, 0] if weights.ndim == 4 else weights[:count].reshape(-1, 28, 28)
         kind = ("convolution kernels" if weights.ndim == 4 else "hidden units' 28x28 input weights")
-        axes = fig.subplots(math.ceil(count / 8), 8, squeeze=False)
-        for k, (ax, kernel) in enumerate(zip(axes.flat, kernels)):
-            _signed_image(ax, kernel, f"#{k}")
-        _hide_unused(axes, count)
+        _signed_grid(fig.add_subplot(), [[(kernel, f"#{row + k}", {}) for k, kernel in enumerate(kernels[row:row + 8])]
+                                         for row in range(0, count, 8)], cols=8)
     fig.suptitle(f"First layer: {count} of {weights.shape[0]} {kind}", fontsize=12)
     return _save(fig, path)
 
@@ -497,24 +490,35 @@ def _conv_kernels_and_maps(fig, model, layer, kernels, image) -> None:
         handle.remove()
     maps = responses["maps"][0, : len(kernels)].float().cpu().numpy()
     cols = 8
-    grid = fig.add_gridspec(2 * math.ceil(len(kernels) / cols), cols + 1, width_ratios=[1.3] + [1] * cols)
-    ax_digit = fig.add_subplot(grid[:, 0])
-    _digit(ax_digit, image, "input digit", fontsize=9)
-    for k, (kernel, response) in enumerate(zip(kernels, maps)):
-        row, col = divmod(k, cols)
-        _signed_image(fig.add_subplot(grid[2 * row, col + 1]), kernel, f"kernel {k}")
-        _signed_image(fig.add_subplot(grid[2 * row + 1, col + 1]), response, "response", fontsize=7, color=GREY)
+    grid = fig.add_gridspec(1, 2, width_ratios=[1.3, cols])
+    _digit(fig.add_subplot(grid[0, 0]), image, "input digit", fontsize=9)
+    rows = []
+    for start in range(0, len(kernels), cols):
+        rows.append([(kernel, f"kernel {start + k}", {}) for k, kernel in enumerate(kernels[start:start + cols])])
+        rows.append([(response, "response", {"fontsize": 7, "color": GREY}) for response in maps[start:start + cols]])
+    _signed_grid(fig.add_subplot(grid[0, 1]), rows, cols)
 
 
-def _signed_image(ax, values, title: str, fontsize: int = 8, color: str = "black") -> None:
-    """Weights or responses: red positive, blue negative, white zero, symmetric around zero."""
-    limit = np.abs(values).max() or 1.0
-    ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    ax.set_title(title, fontsize=fontsize, fontweight="normal", color=color)
+def _signed_grid(ax, rows, cols: int) -> None:
+    """Rows of (values, title, text style) as one image on one axes: weights or responses, red positive,
+    blue negative, white zero, each tile scaled to its own largest magnitude and stretched (nearest pixel)
+    to a common side. An axes per tile made matplotlib's layout and drawing most of the figure's cost."""
+    sides = {side for row in rows for values, _, _ in row for side in np.shape(values)}
+    side = math.lcm(*sides) if math.lcm(*sides) <= 256 else 8 * max(sides)
+    gap, head = side // 8, side // 4  # between tiles, and above each for its title
+    sheet = np.full((len(rows) * (side + head), cols * (side + gap) - gap), np.nan, dtype=np.float32)
+    for r, row in enumerate(rows):
+        for c, (values, title, style) in enumerate(row):
+            values = np.asarray(values, dtype=np.float32)
+            top, left = r * (side + head) + head, c * (side + gap)
+            stretch = np.ix_(np.arange(side) * values.shape[0] // side, np.arange(side) * values.shape[1] // side)
+            sheet[top:top + side, left:left + side] = values[stretch] / (np.abs(values).max() or 1.0)
+            ax.text(left + side / 2 - 0.5, top - head / 6, title, ha="center", va="bottom",
+                    fontsize=style.get("fontsize", 8), color=style.get("color", "black"))
+    from matplotlib import colormaps
+
+    ax.imshow(sheet, cmap=colormaps["RdBu_r"].with_extremes(bad="white"), vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
 
 
 # ---------------------------------------------------------------- images from outside MNIST
