@@ -101,8 +101,18 @@ def _save(fig: Figure, path) -> Path:
 
     path = Path(path)
     with atomic_path(path) as tmp, matplotlib.rc_context(STYLE):
+        _lay_out_once(fig)
         fig.savefig(tmp, format="png", dpi=DPI)
     return path
+
+
+def _lay_out_once(fig: Figure) -> None:
+    """Run the figure's constrained layout and keep its result. savefig would otherwise draw the figure
+    twice, laying it out each time: once without rendering, to place everything, and once for real."""
+    engine = fig.get_layout_engine()
+    if engine is not None:
+        engine.execute(fig)
+        fig.set_layout_engine("none")
 
 
 def _frame_style(color: str) -> tuple[str, float, str]:
@@ -298,7 +308,7 @@ def _annotate_cells(ax, values, fmt, dark_above) -> None:
         if text:
             ax.text(p, t, text, ha="center", va="center", fontsize=8,
                     color="white" if value > dark_above else "black",
-                    fontweight="bold" if t == p else "normal")
+                    fontweight="bold" if t == p else "normal", in_layout=False)  # inside its cell
 
 
 @_styled
