@@ -1,6 +1,7 @@
 """The README cannot drift from the code: every `mnist-classifier` command in its shell blocks parses with
-the real CLI (subcommands, options, choices) and those that read images run as written; its Python blocks
-import what they name, call MNISTClassifier methods that exist, and run as written."""
+the real CLI (subcommands, options, choices) and those that read images run as written; the values it gives
+for rows with no digit or an error are what the CLI writes; its Python blocks import what they name, call
+MNISTClassifier methods that exist, and run as written."""
 
 from __future__ import annotations
 
@@ -75,6 +76,7 @@ def test_every_readme_python_block_names_what_exists(block):
 # tests start it) and Ray (test_ray) are left to their own tests.
 RUNS_HERE = {"evaluate", "predict", "finetune", "export", "report"}
 ASSETS = README.parent / "assets" / "sample_digits"
+CLI = Path(sys.executable).with_name("mnist-classifier")
 
 
 def runnable_commands() -> list[list[str]]:
@@ -131,6 +133,55 @@ def test_the_readme_commands_run_as_written(tmp_path, mnist, mnist_dir):
         assert len(list(csv.DictReader(table))) == len(list(ASSETS.glob("*.[pj][np]g")))
     rows = json.loads(outputs["predict 'photos/*.JPG' --json"])
     assert sorted((Path(row["path"]).name, row["digit"]) for row in rows) == [("desk.JPG", 5), ("kitchen.JPG", 8)]
+
+
+def run_cli(words: list[str], folder: Path, mnist_dir: Path) -> subprocess.CompletedProcess:
+    """`mnist-classifier WORDS` as a user types it in `folder`, in the README's shell (MNIST_DATA set)."""
+    env = {**os.environ, "MNIST_DATA": str(mnist_dir)}
+    return subprocess.run([str(CLI), *words], cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+
+
+# ---------------------------------------------------------------- rows with no digit, and error rows
+
+
+def readme_empty_rows() -> dict[str, tuple]:
+    """The README's table of what a "no digit" row and an error row hold: field -> (no digit, error).
+    A cell's value is its last `literal` (JSON), ten times over when the cell says "ten"."""
+    text = README.read_text()
+    table = re.search(r'^\| field \| a "no digit" row \| an error row \|\n\|[-|]+\|\n((?:\|.*\n)+)', text, re.M)[1]
+
+    def value(cell: str):
+        literal = json.loads(re.findall(r"`([^`]+)`", cell)[-1])
+        return [literal] * 10 if cell.startswith("ten ") else literal
+
+    values = {}
+    for line in table.splitlines():
+        names, no_digit, error = (cell.strip() for cell in line.strip("|").split("|"))
+        for name in re.findall(r"`(\w+)`", names):
+            values[name] = (value(no_digit), value(error))
+    return values
+
+
+def test_the_readme_says_what_rows_with_no_digit_or_an_error_hold(tmp_path, mnist_dir):
+    """A blank page and a file that is no image, through `predict --json` and `predict --number --json`:
+    every field but `path` is what the README's table says, and only the error sets the exit code."""
+    from PIL import Image
+
+    Image.new("L", (200, 120), 255).save(tmp_path / "blank.png")  # blank paper, 200 wide and 120 high
+    (tmp_path / "bad.png").write_text("this is not an image\n")
+    table = readme_empty_rows()
+    assert run_cli(["predict", "blank.png", "--json"], tmp_path, mnist_dir).returncode == 0
+    rows = []
+    for number in ([], ["--number"]):
+        done = run_cli(["predict", *number, "blank.png", "bad.png", "--json"], tmp_path, mnist_dir)
+        assert done.returncode == 1, done.stderr
+        rows += json.loads(done.stdout)
+    for row in rows:
+        which = 1 if row["path"] == "bad.png" else 0
+        assert set(row) - {"path"} <= set(table), "a field of these rows that the README's table leaves out"
+        assert {name: row[name] for name in row if name != "path"} == \
+            {name: table[name][which] for name in row if name != "path"}, row["path"]
+    assert set(table) == {name for row in rows for name in row} - {"path"}
 
 
 # ---------------------------------------------------------------- the README's Python, run as written

@@ -29,17 +29,21 @@ class TopK(Row):
 
 class Prediction(Row):
     path: str = Field(description="the uploaded file's name ('image' for JSON, 'body' for a raw body)")
-    digit: Optional[int] = Field(description="0-9, or null when the image holds no digit")
-    confidence: float = Field(description="probability of `digit` (0-1)")
-    probabilities: list[float] = Field(description="ten probabilities, for digits 0..9")
-    top_k: list[TopK] = Field(description="the most likely digits, best first")
-    error: Optional[str] = Field(None, description="null, or one line when the file could not be read")
-    reason: Optional[str] = Field(None, description="why `digit` is null")
+    digit: Optional[int] = Field(description="0-9, or null when the image holds no digit (`reason`) or could not "
+                                 "be read (`error`)")
+    confidence: float = Field(description="probability of `digit` (0-1); 0.0 when `digit` is null")
+    probabilities: list[float] = Field(description="ten probabilities, for digits 0..9; ten 0.0 when `digit` is null")
+    top_k: list[TopK] = Field(description="the most likely digits, best first; empty when `digit` is null")
+    error: Optional[str] = Field(None, description="null, or one line naming the file and what is wrong when it "
+                                 "could not be read (then `reason` is null)")
+    reason: Optional[str] = Field(None, description="why the image holds no digit, e.g. 'uniform image (a single "
+                                  "colour, no ink)'; null when there is a digit or an `error`")
     uncertain: Optional[bool] = Field(None, description="true when the best guess is below the threshold, "
-                                      "or when `note` warns about the answer")
+                                      "or when `note` warns about the answer; false when `digit` is null")
     note: Optional[str] = Field(None, description="a warning about the answer: the image seems to hold several "
-                                "digits side by side (read it with /v1/predict/number)")
-    image: Optional[list[list[float]]] = Field(None, description="the 28x28 grid the model saw: ink 1.0 on 0.0")
+                                "digits side by side (read it with /v1/predict/number); null when `digit` is null")
+    image: Optional[list[list[float]]] = Field(None, description="the 28x28 grid the model saw: ink 1.0 on 0.0; "
+                                               "null when `digit` is null")
 
 
 class DigitRead(Row):
@@ -51,15 +55,21 @@ class DigitRead(Row):
 
 class NumberResult(Row):
     path: str
-    number: Optional[str] = Field(description="the digits read left to right, or null when none is found")
-    digit: Optional[int] = Field(None, description="the digit when exactly one was found")
-    confidence: float = Field(description="the product of the digits' confidences: the whole number right")
-    probabilities: list[float] = Field(description="the single digit's ten probabilities (zeros otherwise)")
-    digits: list[DigitRead] = Field(description="one entry per digit, left to right")
-    size: Optional[list[int]] = Field(None, description="width, height of the uploaded image")
-    uncertain: bool = False
-    reason: Optional[str] = Field(None, description="why `number` is null")
-    error: Optional[str] = None
+    number: Optional[str] = Field(description="the digits read left to right, or null when none is found "
+                                  "(`reason`) or the file could not be read (`error`)")
+    digit: Optional[int] = Field(None, description="the digit when exactly one was found; null otherwise")
+    confidence: float = Field(description="the product of the digits' confidences: the whole number right; "
+                              "0.0 when `number` is null")
+    probabilities: list[float] = Field(description="the single digit's ten probabilities (ten 0.0 otherwise)")
+    digits: list[DigitRead] = Field(description="one entry per digit, left to right; empty when `number` is null")
+    size: Optional[list[int]] = Field(None, description="width, height of the uploaded image; null on an "
+                                      "`error` row")
+    uncertain: bool = Field(False, description="true when a digit's confidence is below the threshold; false "
+                            "when `number` is null")
+    reason: Optional[str] = Field(None, description="why `number` is null when the file was read, e.g. 'uniform "
+                                  "image (a single colour, no ink)'; null on an `error` row")
+    error: Optional[str] = Field(None, description="null, or one line naming the file and what is wrong when it "
+                                 "could not be read (then `reason` and `size` are null)")
 
 
 class Health(BaseModel):
