@@ -1,7 +1,8 @@
 """The README cannot drift from the code: every `mnist-classifier` command in its shell blocks parses with
-the real CLI (subcommands, options, choices) and those that read images run as written; the values it gives
-for rows with no digit or an error are what the CLI writes; its Python blocks import what they name, call
-MNISTClassifier methods that exist, and run as written."""
+the real CLI (subcommands, options, choices) and those that read images run as written; its shell lines use
+the venv as its set-up says, and its installs resolve from the checkout; the values it gives for rows with
+no digit or an error are what the CLI writes; its Python blocks import what they name, call MNISTClassifier
+methods that exist, and run as written."""
 
 from __future__ import annotations
 
@@ -30,18 +31,30 @@ def blocks(language: str) -> list[str]:
     return re.findall(rf"^```{language}\n(.*?)^```", README.read_text(), re.S | re.M)
 
 
-def commands() -> list[str]:
-    """Each `mnist-classifier ...` command of the shell blocks, continuation lines joined, comments dropped."""
+def shell_lines() -> list[str]:
+    """Every line of the shell blocks, in README order, continuation lines joined."""
+    return [line for block in blocks("bash") for line in block.replace("\\\n", " ").splitlines()]
+
+
+def line_commands(line: str) -> list[list[str]]:
+    """The commands of one shell line as words: `a && b` and `a; b` split, comments and VAR=value dropped."""
     found = []
-    for block in blocks("bash"):
-        for line in block.replace("\\\n", " ").splitlines():
-            for part in re.split(r"&&|;", line.split("  #")[0]):
-                words = shlex.split(part, comments=True)
-                while words and "=" in words[0] and not words[0].startswith("-"):  # VAR=value before a command
-                    words = words[1:]
-                if words and words[0].endswith("mnist-classifier"):
-                    found.append(shlex.join(words[1:]))
+    for part in re.split(r"&&|;", line.split("  #")[0]):
+        words = shlex.split(part, comments=True)
+        while words and "=" in words[0] and not words[0].startswith("-"):  # VAR=value before a command
+            words = words[1:]
+        if words:
+            found.append(words)
     return found
+
+
+def shell_commands() -> list[list[str]]:
+    return [words for line in shell_lines() for words in line_commands(line)]
+
+
+def commands() -> list[str]:
+    """Each `mnist-classifier ...` command of the shell blocks (the words after the program's name)."""
+    return [shlex.join(words[1:]) for words in shell_commands() if words[0].endswith("mnist-classifier")]
 
 
 def test_the_readme_has_commands_and_python_to_check():
@@ -182,6 +195,64 @@ def test_the_readme_says_what_rows_with_no_digit_or_an_error_hold(tmp_path, mnis
         assert {name: row[name] for name in row if name != "path"} == \
             {name: table[name][which] for name in row if name != "path"}, row["path"]
     assert set(table) == {name for row in rows for name in row} - {"path"}
+
+
+# ---------------------------------------------------------------- the venv, as the set-up uses it
+
+def is_package_install(words: list[str]) -> bool:
+    return words[0].endswith("pip") and words[1:2] == ["install"] and \
+        any(w.startswith(".[") or w.startswith("mnist-classifier") for w in words[2:])
+
+
+ACTIVATE = ". .venv/bin/activate"
+
+
+def test_the_readme_uses_the_venv_as_its_set_up_says():
+    """Before the line that activates the venv (and sets MNIST_DATA "for every other command"), each tool
+    runs from .venv/bin/ (but `python3 -m venv`, which makes it); after it, no line names .venv/bin/ or sets
+    MNIST_DATA again."""
+    lines = shell_lines()
+    at = [i for i, line in enumerate(lines) if line.startswith(ACTIVATE)]
+    assert len(at) == 1 and line_commands(lines[at[0]])[1][:2] == ["export", "MNIST_DATA=../shared/mnist"]
+    before = [words for line in lines[:at[0]] for words in line_commands(line)]
+    assert len(before) >= 4
+    for words in before:
+        assert words[0].startswith(".venv/bin/") or words[:3] == ["python3", "-m", "venv"], shlex.join(words)
+    for line in lines[at[0] + 1:]:
+        assert ".venv/bin/" not in line and "MNIST_DATA" not in line, line
+
+
+def package_installs() -> list[list[str]]:
+    return [words for words in shell_commands() if is_package_install(words)]
+
+
+def test_every_readme_install_mirrors_the_set_up():
+    """Each later `pip install` of the package installs it from the checkout with the set-up's constraints,
+    naming extras the package has."""
+    from importlib.metadata import metadata
+
+    setup, *later = package_installs()
+    assert setup[:-1] == [".venv/bin/pip", "install", "-c", "constraints.txt", "-e"]
+    extras = set(metadata("mnist-classifier").get_all("Provides-Extra"))
+    assert later
+    for words in [setup, *later]:
+        assert words[1:-1] == setup[1:-1], shlex.join(words)
+        named = re.fullmatch(r"\.\[([\w,-]+)\]", words[-1])
+        assert named and set(named[1].split(",")) <= extras, shlex.join(words)
+
+
+@pytest.mark.slow
+def test_every_readme_install_resolves_from_the_checkout():
+    """Each later `pip install` line, dry-run offline in the checkout: it would install this checkout
+    (editable) and nothing else, everything it adds being in the venv the set-up made."""
+    for words in package_installs()[1:]:
+        call = [sys.executable, "-m", "pip", *words[1:], "--dry-run", "--no-index", "--no-build-isolation",
+                "--quiet", "--report", "-"]
+        done = subprocess.run(call, cwd=README.parent, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        install = json.loads(done.stdout)["install"]
+        assert [(i["metadata"]["name"], i["download_info"]) for i in install] == \
+            [("mnist-classifier", {"url": README.parent.as_uri(), "dir_info": {"editable": True}})], shlex.join(words)
 
 
 # ---------------------------------------------------------------- the README's Python, run as written
