@@ -1,8 +1,10 @@
-"""The README cannot drift from the code: every `mnist-classifier` command in its shell blocks parses with
-the real CLI (subcommands, options, choices) and those that read images run as written; its shell lines use
-the venv as its set-up says, and its installs resolve from the checkout; the values it gives for rows with
-no digit or an error are what the CLI writes; its Python blocks import what they name, call MNISTClassifier
-methods that exist, and run as written."""
+"""The README runs as written, so it cannot drift from the code: every `mnist-classifier` command in its shell
+blocks parses with the real CLI (subcommands, options, choices) and runs, in a temporary folder holding the
+files it names, with only what costs minutes shrunk (epochs, training reports), but for the `--engine ray`
+lines, which tests/test_ray.py runs; the servers it starts answer its curl calls; its installs resolve from
+the checkout; its shell lines use the venv as its set-up says; the values it gives for rows with no digit
+or an error are what the CLI writes; its Python blocks import what they name, call MNISTClassifier methods
+that exist, and run as written."""
 
 from __future__ import annotations
 
@@ -16,6 +18,9 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +28,7 @@ import pytest
 
 from mnist_classifier import MNISTClassifier
 from mnist_classifier.cli import build_parser
+from servers import free_port, wait_until_ready
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -85,21 +91,64 @@ def test_every_readme_python_block_names_what_exists(block):
 
 # ---------------------------------------------------------------- the README's commands, run as written
 
-# The commands a newcomer runs on images. Training (minutes: test_train covers it), serving (the server
-# tests start it) and Ray (test_ray) are left to their own tests.
+# Which test below runs each README command, by its subcommand. The `--engine ray` lines are left to
+# tests/test_ray.py, which runs the pipeline and `predict --engine ray` itself on one local Ray: a fresh
+# local Ray for each README line costs about 20 s on 2 cores (over 40 s for the two local lines), and the
+# s3:// line with `--ray-address auto` needs a cluster and a bucket.
 RUNS_HERE = {"evaluate", "predict", "finetune", "export", "report"}
+KINDS = {**dict.fromkeys(RUNS_HERE, "images"), "train": "training", "combine": "training", "serve": "serve"}
 ASSETS = README.parent / "assets" / "sample_digits"
 CLI = Path(sys.executable).with_name("mnist-classifier")
 
 
-def runnable_commands() -> list[list[str]]:
+def kind(words: list[str]) -> str | None:
+    """The test that runs a README command (its words after `mnist-classifier`); None: no test does."""
+    return "ray" if "ray" in words else KINDS.get(words[0])
+
+
+def commands_of(what: str) -> list[list[str]]:
+    """The README commands of one kind, in README order, each once."""
     seen, runs = set(), []
     for command in commands():
         words = shlex.split(command)
-        if words[0] in RUNS_HERE and "ray" not in words and command not in seen:
+        if kind(words) == what and command not in seen:
             seen.add(command)
             runs.append(words)
     return runs
+
+
+def runnable_commands() -> list[list[str]]:
+    return commands_of("images")
+
+
+def run_cli(words: list[str], folder: Path, mnist_dir: Path) -> subprocess.CompletedProcess:
+    """`mnist-classifier WORDS` as a user types it in `folder`, in the README's shell (MNIST_DATA set)."""
+    env = {**os.environ, "MNIST_DATA": str(mnist_dir)}
+    return subprocess.run([str(CLI), *words], cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_every_readme_command_is_run_by_a_test():
+    """A command of a new kind fails here until a test runs it."""
+    assert [command for command in commands() if kind(shlex.split(command)) is None] == []
+
+
+# The other shell lines and where each is checked: curl (the serve test), `pip install` of the package
+# (test_every_readme_install_resolves_from_the_checkout, and the venv tests), and these.
+OTHER_SHELL = {
+    "python3 -m venv .venv": "the venv these tests run in; test_the_readme_uses_the_venv_as_its_set_up_says",
+    ".venv/bin/python -m pytest": "this test run",
+    ". .venv/bin/activate": "the shell the commands here run in (this venv's CLI, MNIST_DATA set)",
+    "export MNIST_DATA=../shared/mnist": "conftest.py makes it absolute; every command here runs with it",
+    "pip install jupyterlab": "a third-party install; tests/test_notebooks.py runs both notebooks",
+    "jupyter lab notebooks/": "an interactive server; tests/test_notebooks.py runs both notebooks",
+}
+
+
+def test_every_readme_shell_line_is_checked_somewhere():
+    unchecked = [shlex.join(words) for words in shell_commands()
+                 if not (words[0].endswith("mnist-classifier") or words[0] == "curl" or is_package_install(words))
+                 and shlex.join(words) not in OTHER_SHELL]
+    assert unchecked == []
 
 
 def _readme_folder(folder: Path, mnist) -> None:
@@ -128,11 +177,9 @@ def test_the_readme_commands_run_as_written(tmp_path, mnist, mnist_dir):
     """Each command of the README that reads images runs, in README order, as a user types it (a fresh
     process in a folder holding the files it names) and does what the README says it does."""
     _readme_folder(tmp_path, mnist)
-    cli = Path(sys.executable).with_name("mnist-classifier")
-    env = {**os.environ, "MNIST_DATA": str(mnist_dir)}
     outputs = {}
     for words in runnable_commands():
-        done = subprocess.run([str(cli), *words], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        done = run_cli(words, tmp_path, mnist_dir)
         assert done.returncode == 0, f"`mnist-classifier {shlex.join(words)}` failed: {done.stderr[-2000:]}"
         outputs[shlex.join(words)] = done.stdout
     assert len(outputs) >= 15
@@ -148,10 +195,196 @@ def test_the_readme_commands_run_as_written(tmp_path, mnist, mnist_dir):
     assert sorted((Path(row["path"]).name, row["digit"]) for row in rows) == [("desk.JPG", 5), ("kitchen.JPG", 8)]
 
 
-def run_cli(words: list[str], folder: Path, mnist_dir: Path) -> subprocess.CompletedProcess:
-    """`mnist-classifier WORDS` as a user types it in `folder`, in the README's shell (MNIST_DATA set)."""
-    env = {**os.environ, "MNIST_DATA": str(mnist_dir)}
-    return subprocess.run([str(CLI), *words], cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+# ---------------------------------------------------------------- training, checkpoints, the shipped model's recipe
+
+
+def as_trained_here(words: list[str]) -> list[str]:
+    """A README training command as the test runs it. Two changes, for time alone (the presets' 2 to 15
+    epochs are minutes per line on 2 cores, a cnn epoch some 10-20 s): every `train` but a resume runs one
+    epoch (`--epochs 1`, replacing a count or added; a resumed run keeps the count it was started with), and
+    every `train` but the bare one (the set-up's main job, whose report is checked) adds `--no-report` (some
+    6 s each; `report` is run by the images test). Architectures, recipes and paths are as written (cnn-fast
+    for the cnn lines would change what they do: its preset does not augment, so `--augment-recipe writers`
+    would train without it), and `combine --out src/mnist_classifier/pretrained/...` runs in the temporary
+    folder, so it writes that path there, never the package's own file."""
+    words = list(words)
+    if words[0] != "train":
+        return words
+    if words != ["train"] and "--no-report" not in words:
+        words.append("--no-report")
+    if "--resume" in words:
+        return words
+    if "--epochs" in words:
+        words[words.index("--epochs") + 1] = "1"
+        return words
+    return words + ["--epochs", "1"]
+
+
+TRAINED = re.compile(r"^(?P<architecture>\S+): test accuracy (?P<accuracy>[\d.]+)%, loss \S+ after (?P<epochs>\d+) "
+                     r"epochs in \S+; saved (?P<path>\S+)$", re.M)
+COMBINED = re.compile(r"^ensemble of 2: test accuracy (?P<accuracy>[\d.]+)%, loss \S+; saved (?P<path>\S+)$", re.M)
+
+
+def _tensors(path: Path) -> dict:
+    from safetensors.numpy import load_file
+
+    return load_file(path)
+
+
+@pytest.mark.slow
+def test_the_readme_training_commands_run_as_written(tmp_path, mnist_dir, pretrained_path):
+    """The README's `train` and `combine` lines, in README order, each once, as fresh processes in an empty
+    folder: the set-up's and the tour's trainings, a checkpointed run and its resume, and the recipe of the
+    shipped model, whose combined file `evaluate` then scores as combine did."""
+    shipped = pretrained_path.read_bytes()
+    outputs, progress, checkpointed = {}, {}, None
+    for words in commands_of("training"):
+        run = as_trained_here(words)
+        done = run_cli(run, tmp_path, mnist_dir)
+        assert done.returncode == 0, f"`mnist-classifier {shlex.join(run)}` failed: {done.stderr[-2000:]}"
+        outputs[shlex.join(words)], progress[shlex.join(words)] = done.stdout, done.stderr
+        if "--checkpoint-dir" in words:  # the model file as the checkpointed run left it, before the resume
+            checkpointed = _tensors(tmp_path / TRAINED.search(done.stdout)["path"])
+    assert len(outputs) >= 8
+
+    trained = {command: TRAINED.search(out) for command, out in outputs.items()
+               if command.split()[0] == "train" and "--json" not in command}
+    assert all(trained.values()) and all(m["epochs"] == "1" for m in trained.values())
+    # after one epoch the cnns already read 99% of MNIST's test digits, the seed's MLP about 96%
+    cnn = trained["train"]
+    assert (cnn["architecture"], cnn["path"]) == ("cnn", "models/cnn.safetensors") and float(cnn["accuracy"]) > 97
+    assert (tmp_path / "models" / "cnn-report" / "index.html").is_file()  # the main job saves its report too
+    fast = trained["train -a cnn-fast"]
+    assert fast["architecture"] == "cnn-fast" and float(fast["accuracy"]) > 97
+    mlp = json.loads(outputs["train -a mlp --json"])
+    assert mlp["architecture"] == "mlp" and mlp["epochs"] == 1 and mlp["accuracy"] > 0.9
+
+    # --checkpoint-dir writes the checkpoint; --resume DIR continues from it (here: no epoch is left to run)
+    # and ends with the same model file, bit for bit
+    assert (tmp_path / "runs" / "cnn" / "checkpoint.safetensors").is_file()
+    started, resume = "train --architecture cnn --checkpoint-dir runs/cnn", "train --resume runs/cnn"
+    assert "epoch 1/1" in progress[started] and "epoch 1/1" not in progress[resume]
+    first, resumed = trained[started], trained[resume]
+    assert (tmp_path / resumed["path"]).resolve() == (tmp_path / first["path"]).resolve()  # it names it absolute
+    assert resumed["accuracy"] == first["accuracy"]
+    after = _tensors(tmp_path / resumed["path"])
+    assert after.keys() == checkpointed.keys() and all(np.array_equal(after[k], checkpointed[k]) for k in after)
+
+    # combine: the ensemble of the two recipe members, written inside the temporary folder only
+    combined = COMBINED.search(outputs["combine models/cnn.safetensors models/cnn-writers.safetensors --out "
+                                       "src/mnist_classifier/pretrained/digits.safetensors"])
+    assert combined and combined["path"] == "src/mnist_classifier/pretrained/digits.safetensors"
+    assert pretrained_path.read_bytes() == shipped
+    from mnist_classifier.persist import read_metadata
+
+    members = read_metadata(tmp_path / combined["path"])["member_models"]
+    assert [m["training"]["augment_recipe"] for m in members] == ["affine", "writers"]
+    scored = run_cli(["evaluate", combined["path"], "--json"], tmp_path, mnist_dir)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    evaluation = json.loads(scored.stdout)
+    assert evaluation["architecture"] == "ensemble" and f"{evaluation['accuracy']:.2%}" == combined["accuracy"] + "%"
+    assert evaluation["accuracy"] > 0.97
+
+
+# ---------------------------------------------------------------- serve, and the README's curl calls against it
+
+README_URL = "http://127.0.0.1:8000"
+
+
+def as_served_here(words: list[str], port: int) -> list[str]:
+    """A README `serve` line on a free port of 127.0.0.1: only the host and port change (`--host 0.0.0.0`
+    would listen on every interface of the machine running the tests)."""
+    place = ("--host", "--port")
+    kept = [word for i, word in enumerate(words) if word not in place and words[i - 1] not in place]
+    return kept + ["--host", "127.0.0.1", "--port", str(port)]
+
+
+def readme_fields(after: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The fields the README lists in the sentence starting `after` ("A `--json` row holds ..."), and those it
+    lists in parentheses there ("`digits` (each with `digit`, ...)") by the field they follow."""
+    sentence = re.search(re.escape(after) + r"(.*?)\.\s", " ".join(README.read_text().split()))[1]
+    inner = {m[1]: re.findall(r"`(\w+)`", m[2]) for m in re.finditer(r"`(\w+)` \(([^)]*)\)", sentence)}
+    return re.findall(r"`(\w+)`", re.sub(r"\([^)]*\)", "", sentence)), inner
+
+
+def wait_until_answered(url, process, log_path, host=None, seconds=120):
+    """servers.wait_until_ready, sending `host` as the Host header when given."""
+    if host is None:
+        return wait_until_ready(url, process, log_path, seconds)
+    request = urllib.request.Request(f"{url}/readyz", headers={"Host": host})
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        assert process.poll() is None, f"the server exited early:\n{log_path.read_text()}"
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.25)
+    raise AssertionError(f"the server was not ready in {seconds} s:\n{log_path.read_text()}")
+
+
+@pytest.mark.slow
+def test_the_readme_servers_answer_the_readme_curl_calls(tmp_path, mnist, pretrained_path):
+    """Each README `serve` line starts (on a free port), answers the README's curl calls (only host:port
+    rewritten) with JSON rows holding the fields the README lists, and stops."""
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    _readme_folder(tmp_path, mnist)
+    shutil.copytree(ASSETS, tmp_path / "assets" / "sample_digits")
+    shutil.copy(pretrained_path.with_suffix(".onnx"), tmp_path / "digits.onnx")  # what `export --out` writes
+    row_fields, _ = readme_fields("A `--json` row holds")
+    number_fields, inner = readme_fields("A `--number` row holds")
+    curls = [words for words in shell_commands() if words[0] == "curl"]
+    assert len(curls) == 3 and all(words[-1].startswith(README_URL) for words in curls)
+    served = set()
+    for words in commands_of("serve"):
+        if shlex.join(as_served_here(words, 0)) in served:
+            continue  # `serve` and `serve --port 8000` are one server once the port is a free one
+        served.add(shlex.join(as_served_here(words, 0)))
+        port = free_port()
+        run = as_served_here(words, port)
+        url = f"http://127.0.0.1:{port}"
+        host = words[words.index("--allowed-host") + 1] if "--allowed-host" in words else None
+        log = tmp_path / f"serve-{port}.log"
+        with open(log, "w") as sink:
+            server = subprocess.Popen([str(CLI), *run], cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            wait_until_answered(url, server, log, host)
+            # an --allowed-host line answers that name only (the curl calls send it): 400 for the address
+            if host:
+                with pytest.raises(urllib.error.HTTPError) as refused:
+                    urllib.request.urlopen(f"{url}/readyz", timeout=10)
+                assert refused.value.code == 400
+            headers = ["-H", f"Host: {host}"] if host else []
+            answers = {}
+            for curl in curls:
+                call = [word.replace(README_URL, url) for word in curl] + headers
+                done = subprocess.run(call, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+                assert done.returncode == 0, done.stderr
+                answers[curl[-1].removeprefix(README_URL)] = json.loads(done.stdout)
+            one = answers["/v1/predict"]
+            assert list(one) == row_fields + ["image"] and one["digit"] == 7
+            assert np.array(one["image"]).shape == (28, 28)
+            batch = answers["/v1/predict/batch"]
+            assert [list(row) for row in batch] == [row_fields] * 2
+            assert [(row["path"], row["digit"]) for row in batch] == [("a.png", 7), ("b.jpg", 2)]
+            number = answers["/v1/predict/number"]
+            assert list(number) == number_fields and number["number"] == "2026"
+            assert [list(d) for d in number["digits"]] == [inner["digits"]] * 4
+            if "--engine" in words:
+                model = urllib.request.Request(f"{url}/v1/model")
+                with urllib.request.urlopen(model, timeout=10) as response:
+                    assert json.load(response)["server"]["engine"] == words[words.index("--engine") + 1]
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        assert server.returncode in (0, -15), log.read_text()[-2000:]
+    assert len(served) == 3
 
 
 # ---------------------------------------------------------------- rows with no digit, and error rows
