@@ -384,11 +384,29 @@ def test_the_pages_need_no_inline_script_or_style():
 
 
 def test_unknown_host_names_are_refused(live, pretrained):
-    assert httpx.get(f"{live.url}/healthz", headers={"Host": "rebound.example"}).status_code == 400
+    refused = httpx.get(f"{live.url}/healthz", headers={"Host": "rebound.example:8000"})
+    assert refused.status_code == 400
+    assert refused.json() == {"detail": "this server does not answer to the Host 'rebound.example:8000' (start it "
+                                        "with --allowed-host rebound.example to allow that name)"}
     assert httpx.get(f"{live.url}/healthz", headers={"Host": f"localhost:{live.port}"}).status_code == 200
-    with TestClient(create_app(pretrained, allowed_hosts=["digits.example"]), base_url="http://digits.example") as c:
+    assert httpx.get(f"{live.url}/healthz", headers={"Host": f"LocalHost:{live.port}"}).status_code == 200
+    hosts = ["digits.example", "*.lab.example", "::1"]
+    with TestClient(create_app(pretrained, allowed_hosts=hosts), base_url="http://digits.example") as c:
         assert c.get("/healthz").status_code == 200
-        assert c.get("/healthz", headers={"Host": "localhost"}).status_code == 400
+        assert c.get("/healthz", headers={"Host": "a.lab.example:8000"}).status_code == 200
+        assert c.get("/healthz", headers={"Host": "[::1]:8000"}).status_code == 200
+        for host in ("localhost", "lab.example", "evil-lab.example", "[::2]:8000", ""):
+            assert c.get("/healthz", headers={"Host": host}).status_code == 400, host
+
+
+@pytest.mark.parametrize("header, name", [
+    ("localhost", "localhost"), ("localhost:8000", "localhost"), ("Digits.Example", "digits.example"),
+    ("[::1]:8000", "::1"), ("[::1]", "::1"), ("::1", "::1"), ("[::1", ""), ("", ""),
+])
+def test_the_name_in_a_host_header(header, name):
+    from mnist_classifier.server.app import host_name
+
+    assert host_name(header) == name
 
 
 def test_serve_takes_allowed_hosts_and_limits(monkeypatch):

@@ -38,7 +38,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import ClientDisconnect
 
 from .. import __version__
@@ -105,7 +104,7 @@ def create_app(model=None, *, device: str = "auto", max_request_bytes: int = DEF
     # Added innermost first: the request log sees every answer, each of which gets the security headers.
     app.add_middleware(Admission, max_body_bytes=max_request_bytes, max_pending=max_pending,
                        max_pending_bytes=max_pending_bytes)
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    app.add_middleware(HostCheck, allowed_hosts=list(allowed_hosts))
     app.add_middleware(SecurityHeaders)
     if log_requests:
         app.add_middleware(RequestLog)
@@ -436,6 +435,38 @@ class Admission:
 
 
 _BUSY = "server busy (too many requests in progress); retry shortly"
+
+
+class HostCheck:
+    """Answer only requests whose Host header names this server (``allowed_hosts``; "*.example.org" takes
+    its subdomains, "*" any name), so that a page of another site cannot reach it by DNS rebinding. A
+    refusal is JSON with a ``detail``, as every other error, and says how to allow the name."""
+
+    def __init__(self, app, allowed_hosts):
+        self.app = app
+        self.any = "*" in allowed_hosts
+        self.names = {h.lower() for h in allowed_hosts if not h.startswith("*")}
+        self.suffixes = tuple(h[1:].lower() for h in allowed_hosts if h.startswith("*."))
+
+    async def __call__(self, scope, receive, send):
+        if self.any or scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        header = next((v for k, v in scope["headers"] if k == b"host"), b"").decode("latin-1")
+        host = host_name(header)
+        if host in self.names or (self.suffixes and host.endswith(self.suffixes)):
+            return await self.app(scope, receive, send)
+        shown = header[:80] or "(none)"
+        detail = (f"this server does not answer to the Host {shown!r} (start it with --allowed-host "
+                  f"{host or 'NAME'} to allow that name)")
+        await JSONResponse({"detail": detail}, status_code=400)(scope, receive, send)
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, without the port: "localhost:8000" -> "localhost", "[::1]:8000" -> "::1"."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else ""
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
 class SecurityHeaders:
