@@ -71,14 +71,7 @@ class Evaluation:
         """Per-class precision, recall, F1 and support keyed by digit as a string, and their "macro avg" and
         "weighted avg" (by support): scikit-learn's classification_report with zero_division=0. A "no digit"
         answer is a miss of its true digit and nobody's false positive."""
-        confusion = self.confusion
-        hits = np.diag(confusion).astype(np.float64)
-        answered = confusion.sum(axis=0)  # times each digit was the answer
-        support = np.bincount(self.y_true, minlength=10)[:10]
-        precision = np.divide(hits, answered, out=np.zeros(10), where=answered > 0)
-        recall = np.divide(hits, support, out=np.zeros(10), where=support > 0)
-        both = answered + support  # 2 tp + fp + fn
-        f1 = np.divide(2 * hits, both, out=np.zeros(10), where=both > 0)
+        precision, recall, f1, support = per_class_scores(self.y_true, self.y_pred)
         report = {str(d): {"precision": float(precision[d]), "recall": float(recall[d]), "f1-score": float(f1[d]),
                            "support": float(support[d])} for d in DIGITS}
         for name, weights in (("macro avg", None), ("weighted avg", support if support.any() else None)):
@@ -122,15 +115,23 @@ def confusion_counts(y_true, y_pred) -> np.ndarray:
     return np.bincount(y_true[counted] * 10 + y_pred[counted], minlength=100).reshape(10, 10)
 
 
+def per_class_scores(y_true, y_pred) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(precision, recall, F1, support), ten of each, as scikit-learn defines them with zero_division=0."""
+    confusion = confusion_counts(y_true, y_pred)
+    hits = np.diag(confusion).astype(np.float64)
+    answered = confusion.sum(axis=0)  # times each digit was the answer
+    support = np.bincount(np.asarray(y_true, dtype=np.int64), minlength=10)[:10]
+    precision = np.divide(hits, answered, out=np.zeros(10), where=answered > 0)
+    recall = np.divide(hits, support, out=np.zeros(10), where=support > 0)
+    both = answered + support  # 2 tp + fp + fn
+    f1 = np.divide(2 * hits, both, out=np.zeros(10), where=both > 0)
+    return precision, recall, f1, support
+
+
 def weakest_digit(y_true, y_pred) -> int:
     """The digit read correctly least often (least recall; a "no digit" answer is a miss); a tie goes to the
     lower F1, then to the lower digit. The per-class chart marks it and the report's text names it."""
-    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
-    confusion = confusion_counts(y_true, y_pred)
-    hits, support = np.diag(confusion), np.bincount(y_true, minlength=10)[:10]
-    recall = np.divide(hits, support, out=np.zeros(10), where=support > 0)
-    both = confusion.sum(axis=0) + support
-    f1 = np.divide(2 * hits, both, out=np.zeros(10), where=both > 0)
+    _, recall, f1, _ = per_class_scores(y_true, y_pred)
     return min(DIGITS, key=lambda d: (recall[d], f1[d], d))
 
 
