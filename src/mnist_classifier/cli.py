@@ -179,20 +179,14 @@ def _model_option_arguments(p) -> None:
     from .models import model_options
 
     for spec in model_options():
-        option, example = spec.option, spec.example
+        option, text = spec.option, f"{', '.join(spec.architectures)}: {spec.option.meaning}"
         if option.kind is bool:
-            kind, example = argparse.BooleanOptionalAction, None
-        elif option.items:
-            kind, example = _csv_of(option.kind), ",".join(map(str, example))
+            how = {"action": argparse.BooleanOptionalAction, "default": None}
         else:
-            kind = option.kind
-        flag = "--" + spec.name.replace("_", "-")
-        text = f"{', '.join(spec.architectures)}: {option.meaning}"
-        text += f", {option.description()}, e.g. {example}" if example is not None else ""
-        if kind is argparse.BooleanOptionalAction:
-            p.add_argument(flag, dest=spec.name, action=kind, default=None, help=text)
-        else:
-            p.add_argument(flag, dest=spec.name, type=kind, metavar=spec.name.upper(), help=text)
+            example = ",".join(map(str, spec.example)) if option.items else spec.example
+            how = {"type": _csv_of(option.kind) if option.items else option.kind, "metavar": spec.name.upper()}
+            text += f", {option.description()}, e.g. {example}"
+        p.add_argument("--" + spec.name.replace("_", "-"), dest=spec.name, help=text, **how)
 
 
 def _given_model_options(args) -> dict:
