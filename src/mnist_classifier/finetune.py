@@ -24,7 +24,6 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,14 +31,12 @@ import torch.nn.functional as F
 
 from .atomic import unwritable
 from .errors import ConfigError, ImageError
+from .evaluate import Evaluation, evaluate
 from .inference import prepare_for_inference, resolve_device, to_model_input
 from .models import channels_last
 from .persist import LoadedModel, load_model, pretrained_path, save_model
 from .reprs import compact_repr
 from .train import History, _loss_and_accuracy, _report_epoch, distillation, random_affine
-
-if TYPE_CHECKING:  # evaluate and labelled import scikit-learn, which the CLI's parser should not wait for
-    from .evaluate import Evaluation
 
 DIGITS = range(10)
 
@@ -273,8 +270,6 @@ def _tensors(images, labels, train_idx, val_idx, data, device) -> _Tensors:
 
 def _tune(base_model, sets: _Tensors, data, config: FinetuneConfig) -> _Run:
     """Train a copy of ``base_model``; keep its best epoch, or the base weights if none beats them."""
-    from .evaluate import evaluate
-
     torch.manual_seed(config.seed)  # dropout draws from the global generator
     device = resolve_device(config.device)
     generator = torch.Generator(device=device).manual_seed(config.seed)
