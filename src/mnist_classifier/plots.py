@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from .atomic import atomic_path
 from .errors import ConfigError
+from .evaluate import confusion_counts, weakest_digit
 
 DPI = 150
 DIGITS = np.arange(10)
@@ -274,8 +275,6 @@ def plot_training_history(history, path) -> Path:
 @_styled
 def plot_confusion_matrix(y_true, y_pred, path) -> Path:
     """Counts (log colour scale, so single errors still show) next to the row-normalized matrix in percent."""
-    from .evaluate import confusion_counts
-
     counts = confusion_counts(y_true, y_pred)
     rows = counts.sum(axis=1, keepdims=True)
     percent = 100.0 * counts / np.maximum(rows, 1)
@@ -319,8 +318,6 @@ def plot_per_class_accuracy(y_true, y_pred, path) -> Path:
     correct = np.bincount(y_true[y_true == y_pred], minlength=10)[:10]
     accuracy = 100.0 * correct / np.maximum(totals, 1)
     overall = 100.0 * correct.sum() / max(totals.sum(), 1)
-    from .evaluate import weakest_digit
-
     weakest = weakest_digit(y_true, y_pred)
     fig = _figure("per_class_accuracy")
     ax = fig.subplots()
@@ -514,7 +511,9 @@ def _signed_grid(ax, rows, cols: int) -> None:
     blue negative, white zero, each tile scaled to its own largest magnitude and stretched (nearest pixel)
     to a common side. An axes per tile made matplotlib's layout and drawing most of the figure's cost."""
     sides = {side for row in rows for values, _, _ in row for side in np.shape(values)}
-    side = math.lcm(*sides) if math.lcm(*sides) <= 256 else 8 * max(sides)
+    side = math.lcm(*sides)
+    if side > 256:  # sides with no small common multiple: near enough with nearest-pixel stretching
+        side = 8 * max(sides)
     gap, head = side // 8, side // 4  # between tiles, and above each for its title
     sheet = np.full((len(rows) * (side + head), cols * (side + gap) - gap), np.nan, dtype=np.float32)
     for r, row in enumerate(rows):
