@@ -131,9 +131,10 @@ def _segments_in_cells(m: InkMap, cells: list[tuple[int, int, int, int]]) -> lis
     for k in np.flatnonzero(digit_ink > CELL_INK * digit_ink.max(initial=0)):
         mine = digit_of == k
         ys, xs = rows[mine], cols[mine]
-        part = np.zeros((ys.max() - ys.min() + 1, xs.max() - xs.min() + 1), dtype=m.ink.dtype)
-        part[ys - ys.min(), xs - xs.min()] = ink[mine]
-        segments += _segment(part, int(xs.min()), int(ys.min()))
+        top, left = int(ys.min()), int(xs.min())
+        part = np.zeros((int(ys.max()) - top + 1, int(xs.max()) - left + 1), dtype=m.ink.dtype)
+        part[ys - top, xs - left] = ink[mine]
+        segments += _segment(part, left, top)
     return segments
 
 
