@@ -98,4 +98,23 @@ def test_shadow_edges_run_along_the_image_and_digits_reach_into_it():
     labels[0, 56:60, 30:70] = 2   # a sliver along the bottom edge
     labels[0, 0:20, 70:80] = 3    # a corner: two sides
     labels[0, 20:40, 40:50] = 4   # inside
-    assert _runs_off_the_image(labels, 4).tolist() == [False, True, True, False]
+    labels[0, 35:55, 66:80] = 5   # a digit touching the side: taller than wide, but not twice
+    labels[0, 22:50, 0:6] = 6     # a strip along the side
+    assert _runs_off_the_image(labels, 6).tolist() == [False, True, True, False, False, True]
+
+
+def test_a_digit_touching_the_edge_of_the_page_in_a_photo_is_read_alone(predictor, mnist):
+    """A photo's side shows the table beyond the page: a dark band from top to bottom. A digit written
+    against it is read alone, not as one blob with the band (which reads as a "1")."""
+    rng = np.random.default_rng(3)
+    photos, labels = [], []
+    for digit, label in zip(mnist.test_images[:20], mnist.test_labels[:20]):
+        page = np.asarray(render_on_paper(digit, rng, canvas=(225, 300), height_fraction=(0.2, 0.2), rotation=0.0,
+                                          shadow=(0.2, 0.2), noise=(0.01, 0.01)).convert("L"), dtype=np.float32)
+        rows, cols = np.nonzero(page < 0.5 * page.max())
+        left = int(cols.min())
+        page = page[:, max(0, left - 6):]  # the digit 6 px from the left side ...
+        page[:, :7] = 0.25 * page.max()    # ... which the table's dark band reaches
+        photos.append(to_jpeg(Image.fromarray(page.astype(np.uint8)), 90))
+        labels.append(label)
+    assert accuracy(predictor.predict_many(photos), labels) >= 0.9

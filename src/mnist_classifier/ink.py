@@ -23,6 +23,8 @@ MIN_COHERENCE = 0.3  # neighbouring pixels of real strokes are correlated; noise
 STROKE_PEAK = 0.6    # a blob whose strongest pixel is under 60% of the typical stroke is shading, not ink
 LABEL_LEVEL = 0.25   # blobs are cut at a quarter of stroke strength; their fainter rims join afterwards
 SPECK_FRACTION = 0.05  # ink blobs lighter than 5% of the largest blob's ink are dust, not strokes
+PAGE_EDGE_COVER = 0.5  # in a photo, a border column (row) inked along half its length is the page's edge
+ALONG_THE_EDGE = 2.0   # ink touching one side runs along it when twice as long there as deep into the image
 
 _EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
 
@@ -327,6 +329,7 @@ def _drop_specks(ink: np.ndarray, reason: np.ndarray, photo: np.ndarray) -> list
     """
     n = len(ink)
     alive = _undecided(reason)
+    _clear_page_edges(ink, photo & alive)
     labels, count = _label_each((ink > LABEL_LEVEL) & alive[:, None, None])
     last_id = np.maximum.accumulate(labels.reshape(n, -1).max(axis=1))
     first_id = np.concatenate([[0], last_id[:-1]])  # image i holds ids first_id[i] + 1 .. last_id[i]
@@ -373,16 +376,40 @@ def _largest_blobs_ink(mass: np.ndarray, blobs: np.ndarray, count: int) -> np.nd
 
 def _runs_off_the_image(labels: np.ndarray, count: int) -> np.ndarray:
     """Which of the ``count`` blobs of a labelled (N, H, W) stack run off their image like the edge of a
-    shadow or of the page: reaching two of its sides, or lying along one (longer along it than deep
-    into the image). A digit cut by the edge (a "7" crossing the underline at the bottom of a form)
-    reaches into the image further than it runs along the edge."""
+    shadow or of the page: reaching two of its sides, or lying along one (twice as long along it as
+    deep into the image). A digit cut by the edge (a "7" crossing the underline at the bottom of a form,
+    a "5" touching the side of a photo) is about as deep as it is long there."""
     height, width = labels.shape[1:]
     out = np.zeros(count, dtype=bool)
     for k, (_, rows, cols) in enumerate(ndimage.find_objects(labels)):
         tall, wide = rows.stop - rows.start, cols.stop - cols.start
         on_rows, on_cols = (rows.start == 0) + (rows.stop == height), (cols.start == 0) + (cols.stop == width)
-        out[k] = on_rows + on_cols >= 2 or (on_rows and tall < wide) or (on_cols and wide < tall)
+        out[k] = (on_rows + on_cols >= 2 or (on_rows and wide >= ALONG_THE_EDGE * tall)
+                  or (on_cols and tall >= ALONG_THE_EDGE * wide))
     return out
+
+
+def _clear_page_edges(ink: np.ndarray, photos: np.ndarray) -> None:
+    """In place, for each photo of an (N, H, W) stack: clear the outermost columns and rows that are inked
+    along half their length or more, and one more for their rim. They are the edge of the page (the table
+    beyond it), which a digit written near the border would otherwise touch and be read with."""
+    for i in np.flatnonzero(photos):
+        strong = ink[i] > LABEL_LEVEL
+        columns, rows = (_edge_bands(strong.mean(axis=axis) >= PAGE_EDGE_COVER) for axis in (0, 1))
+        ink[i][:, columns] = 0
+        ink[i][rows, :] = 0
+
+
+def _edge_bands(covered: np.ndarray) -> np.ndarray:
+    """The runs of ``covered`` at either end, each widened by one; none when it is covered end to end."""
+    n = len(covered)
+    lead = n if covered.all() else int(np.argmin(covered))
+    trail = n if covered.all() else int(np.argmin(covered[::-1]))
+    band = np.zeros(n, dtype=bool)
+    if lead + trail < n:
+        band[:lead + 1 if lead else 0] = True
+        band[n - (trail + 1 if trail else 0):] = True
+    return band
 
 
 def _max_of_neighbours(stack: np.ndarray) -> np.ndarray:
