@@ -17,6 +17,8 @@ Rows:
   crops_reference the same digits uncropped
   fonts           digits of handwriting fonts from Debian's font packages (European 1s and crossed 7s
                   among them), on paper; skipped when none is installed
+  fonts_outline   the same for a font that draws each digit as its outline (two thin parallel strokes,
+                  hollow inside), which no pen writes: kept apart from the handwriting rows
   photos          phone-like photos: 900x1200 JPEG, tinted paper, a shadow across the page, perspective,
                   defocus, the digit 8-25% of the frame
   numbers_line    numbers of 2-6 digits by mixed writers (MNIST, scikit-learn, fonts) on one line
@@ -54,6 +56,7 @@ TARGETS = {
     "crops": ">= 0.975, none rejected; within 0.5 pt of crops_reference",
     "crops_reference": "(reference)",
     "fonts": "(no target: styles MNIST lacks)",
+    "fonts_outline": "(no target: not handwriting)",
     "photos": ">= 0.97",
     "numbers_line": ">= 0.95 read exactly",
     "numbers_boxes": ">= 0.92 read exactly",
@@ -61,9 +64,9 @@ TARGETS = {
     "finetune": "other half >= 0.985 with MNIST test >= 0.994",
 }
 FONT_GLOBS = ["/usr/share/fonts/truetype/fifthhorseman/dkg*.ttf", "/usr/share/fonts/truetype/breip/*.ttf",
-              "/usr/share/fonts/opentype/bwht/*.otf", "/usr/share/fonts/truetype/femkeklaver/*.ttf",
-              "/usr/share/fonts/truetype/humor-sans/*.ttf", "/usr/share/fonts/opentype/comic-neue/*.otf",
-              "/usr/share/fonts/opentype/dancingscript/*.otf"]
+              "/usr/share/fonts/opentype/bwht/*.otf", "/usr/share/fonts/truetype/humor-sans/*.ttf",
+              "/usr/share/fonts/opentype/comic-neue/*.otf", "/usr/share/fonts/opentype/dancingscript/*.otf"]
+OUTLINE_FONT_GLOBS = ["/usr/share/fonts/truetype/femkeklaver/*.ttf"]  # hollow letters: a drawing, not handwriting
 
 
 # ---------------------------------------------------------------------------------------------- digits
@@ -83,10 +86,10 @@ def as_mnist_style(ink: np.ndarray) -> np.ndarray:
     return fit_to_mnist(np.where(ink > 0.05, ink, 0).astype(np.float32))
 
 
-def font_digits(rng: np.random.Generator, per_font: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """Digits 0-9 of every installed handwriting font, each drawn ``per_font`` times with a random size,
+def font_digits(rng: np.random.Generator, per_font: int, globs=FONT_GLOBS) -> tuple[list[np.ndarray], np.ndarray]:
+    """Digits 0-9 of every installed font of ``globs``, each drawn ``per_font`` times with a random size,
     slant and stroke, as light-on-dark float images."""
-    fonts = sorted({f for pattern in FONT_GLOBS for f in glob.glob(pattern)})
+    fonts = sorted({f for pattern in globs for f in glob.glob(pattern)})
     images, labels = [], []
     for path in fonts:
         for digit in range(10):
@@ -214,6 +217,10 @@ def build_rows(mnist, only, quick: bool, seed: int = 0) -> dict:
             sources.append(jpeg(img, rng))
             labels.append("".join(str(test_labels[i]) for i in idx))
         rows["numbers_boxes"] = (sources, labels, "number", styles)
+    if want("fonts_outline"):
+        outline, outline_labels = font_digits(rng, per_font=2 if quick else 6, globs=OUTLINE_FONT_GLOBS)
+        if outline:
+            rows["fonts_outline"] = ([on_paper(d, rng, (240, 240)) for d in outline], outline_labels, "digit")
     return rows
 
 
