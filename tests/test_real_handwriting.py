@@ -111,8 +111,7 @@ def test_a_digit_touching_the_edge_of_the_page_in_a_photo_is_read_alone(predicto
     for digit, label in zip(mnist.test_images[:20], mnist.test_labels[:20]):
         page = np.asarray(render_on_paper(digit, rng, canvas=(225, 300), height_fraction=(0.2, 0.2), rotation=0.0,
                                           shadow=(0.2, 0.2), noise=(0.01, 0.01)).convert("L"), dtype=np.float32)
-        rows, cols = np.nonzero(page < 0.5 * page.max())
-        left = int(cols.min())
+        left = int(np.nonzero(page < 0.5 * page.max())[1].min())
         page = page[:, max(0, left - 6):]  # the digit 6 px from the left side ...
         page[:, :7] = 0.25 * page.max()    # ... which the table's dark band reaches
         photos.append(to_jpeg(Image.fromarray(page.astype(np.uint8)), 90))

@@ -403,12 +403,12 @@ def _clear_page_edges(ink: np.ndarray, photos: np.ndarray) -> None:
 def _edge_bands(covered: np.ndarray) -> np.ndarray:
     """The runs of ``covered`` at either end, each widened by one; none when it is covered end to end."""
     n = len(covered)
-    lead = n if covered.all() else int(np.argmin(covered))
-    trail = n if covered.all() else int(np.argmin(covered[::-1]))
     band = np.zeros(n, dtype=bool)
-    if lead + trail < n:
-        band[:lead + 1 if lead else 0] = True
-        band[n - (trail + 1 if trail else 0):] = True
+    if covered.all():
+        return band
+    lead, trail = int(np.argmin(covered)), int(np.argmin(covered[::-1]))
+    band[:lead + (lead > 0)] = True
+    band[n - trail - (trail > 0):] = True
     return band
 
 
