@@ -104,7 +104,10 @@ def test_ctrl_c_stops_with_one_line(tmp_path, mnist):
     for i in range(20000):  # quick to decode: the workers mostly wait for work, as on a big folder
         os.link(digit, tmp_path / f"copy_{i:05d}.png")
     command = [sys.executable, "-m", "mnist_classifier.cli", "predict", str(tmp_path), "--csv", str(tmp_path / "out.csv")]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    # A terminal's foreground job gets Ctrl-C's default action, even where this test runs as a background
+    # job of a shell without job control, which starts its children with SIGINT ignored.
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
     deadline = time.monotonic() + 60
     while not children.read_text().strip() and time.monotonic() < deadline:  # the decoding workers started
