@@ -189,6 +189,14 @@ def test_cli_engine_ray_json_and_parquet(local_ray, folder, tmp_path):
     assert (by_path[str(small / "00001.png")]["digit"], by_path[str(small / "00002.png")]["digit"]) == (2, 1)
 
 
+def test_paths_holding_no_image_are_named_in_one_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("no digits here")
+    with pytest.raises(MNISTClassifierError) as raised:
+        distributed.predict_files([tmp_path])
+    assert str(raised.value) == f"no images found: {tmp_path} holds no file named *.{{" + \
+        ",".join(e.lstrip("*.") for e in distributed.IMAGE_EXTENSIONS) + "}"
+
+
 def test_the_core_package_never_imports_ray():
     code = ("import sys, mnist_classifier, mnist_classifier.cli, mnist_classifier.predict, mnist_classifier.api; "
             "mnist_classifier.cli.build_parser(); print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))")

@@ -32,7 +32,7 @@ import ray
 
 from .errors import ConfigError, MNISTClassifierError
 from .formats import CSV_FIELDS, NUMBER_CSV_FIELDS, csv_row
-from .predict import MODEL_BATCH, Predictor, collect_images
+from .predict import MODEL_BATCH, Predictor, collect_images, nothing_found
 from .decode import IMAGE_EXTENSIONS
 from .fit import MNIST_SIDE
 from .preprocess import PreparedDigit, prepare_batch
