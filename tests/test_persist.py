@@ -263,7 +263,7 @@ def test_foreign_and_broken_files_get_one_line(tmp_path, saved):
 
 # ---------------------------------------------------------------------------------------------- properties
 
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import example, given, settings, strategies as st  # noqa: E402
 
 from mnist_classifier.models import REGISTRY  # noqa: E402
 from mnist_classifier.persist import validate_metadata  # noqa: E402
@@ -294,6 +294,7 @@ METADATA = st.one_of(
 
 @settings(max_examples=100, deadline=None)
 @given(METADATA)
+@example({"architecture": "cnn", "format_version": "\n"})  # a line break in a value stays out of the message
 def test_property_metadata_gives_a_clean_error_or_a_buildable_model(meta):
     try:
         validated = validate_metadata(meta, "m.safetensors")

@@ -179,5 +179,7 @@ def combine_models(paths, device: str | torch.device = "cpu") -> CombinedModel:
 
 
 def _short(value, limit: int = 60) -> str:
-    text = value if isinstance(value, str) else repr(value)
+    """The value for a one-line message: a string as it is unless it holds line breaks or other unprintable
+    characters (then escaped, as repr writes them), anything else as repr writes it; cut at ``limit``."""
+    text = value if isinstance(value, str) and value.isprintable() else repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
