@@ -170,16 +170,17 @@ def test_predict_with_the_onnx_engine_answers_as_torch(exported, digit_files, pr
     assert rows[-1]["error"] and all(r["error"] is None for r in rows[:-1])
 
 
-def test_predict_on_an_exported_or_shipped_graph_never_imports_torch(exported, digit_files):
+def test_predict_on_an_exported_or_shipped_graph_never_imports_torch_or_scipy(exported, digit_files):
     """The onnx engine's cold start: neither the parser nor the engine may bring torch in, for an exported
-    file or for the shipped model (whose export ships beside it: nothing to export, nothing to cache)."""
+    file or for the shipped model (whose export ships beside it: nothing to export, nothing to cache), and
+    reading the image must not bring in scipy, whose import costs more than all the rest of it."""
     script = ("import sys; from mnist_classifier.cli import main; "
               "codes = [main(['predict', '--engine', 'onnx', '--json', *sys.argv[2:]]), "
               "main(['predict', '--engine', 'onnx', '--model', sys.argv[1], '--json', *sys.argv[2:]])]; "
-              "print(codes, 'torch' in sys.modules, file=sys.stderr)")
+              "print(codes, 'torch' in sys.modules, 'scipy' in sys.modules, file=sys.stderr)")
     proc = subprocess.run([sys.executable, "-c", script, str(exported[1]), digit_files[0]], capture_output=True,
                           text=True, env=dict(os.environ), timeout=300)
-    assert proc.stderr.strip().splitlines()[-1] == "[0, 0] False", proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "[0, 0] False False", proc.stderr
 
 
 def test_a_predictor_on_the_onnx_engine_reads_numbers_as_torch(onnx_engine, pretrained, mnist):

@@ -93,14 +93,13 @@ def test_a_digit_cut_by_the_edge_of_a_photo_is_kept(predictor, typical_digits):
 def test_shadow_edges_run_along_the_image_and_digits_reach_into_it():
     from mnist_classifier.ink import _runs_off_the_image
 
-    labels = np.zeros((1, 60, 80), dtype=np.int32)
-    labels[0, 30:60, 10:25] = 1   # a stroke cut by the bottom edge: deeper than wide
-    labels[0, 56:60, 30:70] = 2   # a sliver along the bottom edge
-    labels[0, 0:20, 70:80] = 3    # a corner: two sides
-    labels[0, 20:40, 40:50] = 4   # inside
-    labels[0, 35:55, 66:80] = 5   # a digit touching the side: taller than wide, but not twice
-    labels[0, 22:50, 0:6] = 6     # a strip along the side
-    assert _runs_off_the_image(labels, 6).tolist() == [False, True, True, False, False, True]
+    boxes = np.array([(10, 30, 25, 60),   # a stroke cut by the bottom edge: deeper than wide
+                      (30, 56, 70, 60),   # a sliver along the bottom edge
+                      (70, 0, 80, 20),    # a corner: two sides
+                      (40, 20, 50, 40),   # inside
+                      (66, 35, 80, 55),   # a digit touching the side: taller than wide, but not twice
+                      (0, 22, 6, 50)])    # a strip along the side
+    assert _runs_off_the_image(boxes, (60, 80)).tolist() == [False, True, True, False, False, True]
 
 
 def test_a_digit_touching_the_edge_of_the_page_in_a_photo_is_read_alone(predictor, mnist):

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from .decode import reduce_by_blocks
 from .lines import Structure, remove_lines_in_stack
+from .morphology import box_blur, grey_opening, label
 
 MIN_CONTRAST = 0.08  # ink must differ from the paper by 8% of its brightness, else the page is blank
 MIN_COHERENCE = 0.3  # neighbouring pixels of real strokes are correlated; noise is not
@@ -25,8 +25,6 @@ LABEL_LEVEL = 0.25   # blobs are cut at a quarter of stroke strength; their fain
 SPECK_FRACTION = 0.05  # ink blobs lighter than 5% of the largest blob's ink are dust, not strokes
 PAGE_EDGE_COVER = 0.5  # in a photo, a border column (row) inked along half its length is the page's edge
 ALONG_THE_EDGE = 2.0   # ink touching one side runs along it when twice as long there as deep into the image
-
-_EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
 
 
 @dataclass
@@ -61,8 +59,6 @@ FLAT_PAPER = 0.15       # ... and the paper's robust spread is under 15% of that
 CROP_SIDE = 128         # ... in an image no larger than this: a cut-out digit, not a page in uneven light
 _OTSU_BINS = 64
 _OTSU_CENTRES = (np.arange(_OTSU_BINS) + 0.5) / _OTSU_BINS
-_STACKED_EIGHT_NEIGHBOURS = np.zeros((3, 3, 3), dtype=bool)
-_STACKED_EIGHT_NEIGHBOURS[1] = True
 
 
 def ink_map(gray: np.ndarray) -> InkMap:
@@ -236,9 +232,9 @@ def _local_background(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     and keeps the slowly varying paper; a box blur of the same width smooths its blockiness.
     """
     window = max(3, min(small.shape) // 4)
-    field = ndimage.grey_opening(small, size=(window, window), mode="nearest")
+    field = grey_opening(small, window)
     # Opening keeps shadow edges sharp; smooth only its blocks, not the edges, or they come back as "ink".
-    field = ndimage.uniform_filter(field, size=max(3, window // 3), mode="nearest")
+    field = box_blur(field, max(3, window // 3))
     if field.shape == shape:
         return field
     img = Image.fromarray(field, mode="F").resize((shape[1], shape[0]), Image.BILINEAR)
@@ -330,7 +326,7 @@ def _drop_specks(ink: np.ndarray, reason: np.ndarray, photo: np.ndarray) -> list
     n = len(ink)
     alive = _undecided(reason)
     _clear_page_edges(ink, photo & alive)
-    labels, count = _label_each((ink > LABEL_LEVEL) & alive[:, None, None])
+    labels, count, boxes = label((ink > LABEL_LEVEL) & alive[:, None, None])
     last_id = np.maximum.accumulate(labels.reshape(n, -1).max(axis=1))
     first_id = np.concatenate([[0], last_id[:-1]])  # image i holds ids first_id[i] + 1 .. last_id[i]
     owner = np.searchsorted(last_id, np.arange(1, count + 1))
@@ -342,7 +338,7 @@ def _drop_specks(ink: np.ndarray, reason: np.ndarray, photo: np.ndarray) -> list
     peak = peak[1:]
     strong = np.where(peak >= STROKE_PEAK, mass, 0.0)
     # Clean scans and MNIST-like images have no shadow edges: the per-blob look is paid for photos only.
-    off_image = _runs_off_the_image(labels, count) & photo[owner] if photo.any() else np.zeros(count, dtype=bool)
+    off_image = _runs_off_the_image(boxes, ink.shape[1:]) & photo[owner] if photo.any() else np.zeros(count, dtype=bool)
     stays_inside = _per_image(np.maximum, owner, np.where(off_image, 0.0, strong), n)[owner] > 0
     strong = np.where(off_image & stays_inside, 0.0, strong)
     blobs = np.bincount(owner, minlength=n)
@@ -355,7 +351,7 @@ def _drop_specks(ink: np.ndarray, reason: np.ndarray, photo: np.ndarray) -> list
     major = (strong >= SPECK_FRACTION * strongest[owner]) & accepted
     keep = major
     if not major[accepted].all():
-        keep = major | (_inside_strokes(labels, owner, major, n) & (peak >= STROKE_PEAK / 2) & accepted)
+        keep = major | (_inside_strokes(boxes, owner, major, n) & (peak >= STROKE_PEAK / 2) & accepted)
     kept_labels = np.where(np.concatenate([[False], keep])[labels], labels, 0)
     # Give each kept blob its rim: the faint edge pixels next to it (one pixel out).
     grown = _max_of_neighbours(kept_labels)
@@ -374,19 +370,17 @@ def _largest_blobs_ink(mass: np.ndarray, blobs: np.ndarray, count: int) -> np.nd
     return np.array([np.sort(part)[-count:].sum() for part in np.split(mass, np.cumsum(blobs)[:-1])])
 
 
-def _runs_off_the_image(labels: np.ndarray, count: int) -> np.ndarray:
-    """Which of the ``count`` blobs of a labelled (N, H, W) stack run off their image like the edge of a
-    shadow or of the page: reaching two of its sides, or lying along one (twice as long along it as
-    deep into the image). A digit cut by the edge (a "7" crossing the underline at the bottom of a form,
-    a "5" touching the side of a photo) is about as deep as it is long there."""
-    height, width = labels.shape[1:]
-    out = np.zeros(count, dtype=bool)
-    for k, (_, rows, cols) in enumerate(ndimage.find_objects(labels)):
-        tall, wide = rows.stop - rows.start, cols.stop - cols.start
-        on_rows, on_cols = (rows.start == 0) + (rows.stop == height), (cols.start == 0) + (cols.stop == width)
-        out[k] = (on_rows + on_cols >= 2 or (on_rows and wide >= ALONG_THE_EDGE * tall)
-                  or (on_cols and tall >= ALONG_THE_EDGE * wide))
-    return out
+def _runs_off_the_image(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Which blobs (by their boxes in an image of ``shape``) run off their image like the edge of a shadow
+    or of the page: reaching two of its sides, or lying along one (twice as long along it as deep into the
+    image). A digit cut by the edge (a "7" crossing the underline at the bottom of a form, a "5" touching
+    the side of a photo) is about as deep as it is long there."""
+    height, width = shape
+    x0, y0, x1, y1 = boxes.T
+    tall, wide = y1 - y0, x1 - x0
+    on_rows, on_cols = (y0 == 0).astype(int) + (y1 == height), (x0 == 0).astype(int) + (x1 == width)
+    return ((on_rows + on_cols >= 2) | ((on_rows > 0) & (wide >= ALONG_THE_EDGE * tall))
+            | ((on_cols > 0) & (tall >= ALONG_THE_EDGE * wide)))
 
 
 def _clear_page_edges(ink: np.ndarray, photos: np.ndarray) -> None:
@@ -415,7 +409,7 @@ def _edge_bands(covered: np.ndarray) -> np.ndarray:
 def _max_of_neighbours(stack: np.ndarray) -> np.ndarray:
     """Each pixel's maximum over its 3x3 neighbourhood (inside the image), for every image of a stack.
 
-    The same as ndimage.maximum_filter(size=(1, 3, 3)), done as four shifted whole-array maxima (rows,
+    The same as scipy.ndimage.maximum_filter(size=(1, 3, 3)), done as four shifted whole-array maxima (rows,
     then columns) instead of a generic filter's window at every pixel.
     """
     out = stack.copy()
@@ -427,23 +421,14 @@ def _max_of_neighbours(stack: np.ndarray) -> np.ndarray:
     return out
 
 
-def _label_each(binary: np.ndarray) -> tuple[np.ndarray, int]:
-    """8-connected blobs of each image of a (N, H, W) stack, never joined across images."""
-    if len(binary) == 1:  # a lone image needs no stacked structure: it is labelled in 2-D
-        labels, count = ndimage.label(binary[0], structure=_EIGHT_NEIGHBOURS)
-        return labels[None], count
-    return ndimage.label(binary, structure=_STACKED_EIGHT_NEIGHBOURS)
-
-
 def _per_image(ufunc, owner: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     out = np.zeros(n, dtype=np.float64)
     ufunc.at(out, owner, values)
     return out
 
 
-def _inside_strokes(labels: np.ndarray, owner: np.ndarray, major: np.ndarray, n: int) -> np.ndarray:
-    """Which blobs lie inside their image's box of major strokes, widened by 10% on each side."""
-    boxes = np.array([(s[2].start, s[1].start, s[2].stop, s[1].stop) for s in ndimage.find_objects(labels)])
+def _inside_strokes(boxes: np.ndarray, owner: np.ndarray, major: np.ndarray, n: int) -> np.ndarray:
+    """Which blobs (by their boxes) lie inside their image's box of major strokes, widened by 10% on each side."""
     x0, y0, x1, y1 = boxes.T
     outer = np.iinfo(boxes.dtype).max
     bx0, by0, bx1, by1 = np.full(n, outer), np.full(n, outer), np.zeros(n, boxes.dtype), np.zeros(n, boxes.dtype)

@@ -49,9 +49,9 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
 
 from .fit import ink_box
+from .morphology import label
 
 INK_LEVEL = 0.12       # line ink: lighter than the strokes (blue or grey print), but above the paper
 MIN_RUN = 24           # horizontal lines are at least this long (decoded px); MNIST digits span at most 20
@@ -79,7 +79,6 @@ PITCH_TOLERANCE = 0.12 # boxes of one row are printed at one pitch: gaps are who
 SIDE_COVER = 0.75      # a box recovered from the pitch has ink at line strength along 75% of its sides ...
 SIDE_LEAST = 0.5       # ... and along half of each side at least (faint print fades in places)
 
-_EIGHT = np.ones((3, 3), dtype=bool)
 
 Box = tuple[int, int, int, int]
 
@@ -413,12 +412,10 @@ def _spread_forward(mask: np.ndarray, length: int) -> np.ndarray:
 
 def _bands(runs: np.ndarray):
     """(r0, r1, c0, c1) of each connected piece: its columns, and the rows it covers over BAND_COVER of them."""
-    labels, count = ndimage.label(runs, structure=_EIGHT)
+    labels, count, boxes = label(runs)
     if count == 0:
         return (np.zeros(0, dtype=np.intp),) * 4
-    slices = ndimage.find_objects(labels)
-    c0 = np.array([s[1].start for s in slices])
-    c1 = np.array([s[1].stop for s in slices])
+    c0, c1 = boxes[:, 0].astype(np.intp), boxes[:, 2].astype(np.intp)
     ys = np.nonzero(labels)[0]
     ids = labels[labels > 0] - 1
     rows = labels.shape[0]

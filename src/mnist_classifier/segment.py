@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-from scipy import ndimage
 
 from .decode import decode_image_scaled, read_error
 from .fit import fit_to_mnist, ink_box
 from .ink import InkMap, ink_map
+from .morphology import boxes_of
 from .reprs import compact_repr
 
 MERGE_OVERLAP = 0.5      # blobs whose columns overlap by half the narrower one belong to one digit
@@ -153,11 +153,8 @@ def _fills_empty_cell(m: InkMap, cells, home: np.ndarray, inked: np.ndarray) -> 
 
 
 def _blobs(labels: np.ndarray, kept: np.ndarray) -> list[_Group]:
-    slices = ndimage.find_objects(labels)
-    groups = []
-    for label in kept:
-        rows, cols = slices[label - 1]
-        groups.append(_Group(cols.start, rows.start, cols.stop, rows.stop, [int(label)]))
+    boxes = boxes_of(labels, int(max(kept, default=0)))
+    groups = [_Group(*map(int, boxes[label - 1]), [int(label)]) for label in kept]
     return sorted(groups, key=lambda g: g.x0)
 
 
