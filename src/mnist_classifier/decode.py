@@ -1,6 +1,7 @@
 """Any image file, bytes or array -> a grayscale float32 array (0 = black .. 1 = white), within limits.
 
-    decode_image(source)         -> (H, W) float32, reduced to about WORK_SIDE px (Pillow does the decoding)
+    decode_image(source)         -> (H, W) float32, reduced to about WORK_SIDE px (Pillow does the decoding;
+                                    a small plain PNG goes to OpenCV in one call, see plain_png)
     decode_image_scaled(source)  -> the same and the factor back to the original's pixels
     read_error(exc, source)      -> the one-line message for an input that could not be read
 
@@ -20,6 +21,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError, first_line
+from .plain_png import MAX_BYTES as PLAIN_PNG_BYTES, read_plain_png
 
 WORK_SIDE = 320      # larger images are reduced to about this size first: plenty for a 20 px digit, and fast
 DRAFT_SIDE = 200     # JPEGs are decoded at 1/2, 1/4 or 1/8 scale (draft mode) while the short side stays above this
@@ -106,6 +108,9 @@ def decode_image_scaled(source, name: str | None = None, max_side: int = WORK_SI
         gray, factor = _pil_to_gray(source, label, max_side)
         return _reduce_scaled(gray, max_side, gray.shape[1] * factor)
     budget = pixel_budget or max_pixels()
+    pixels = _plain_png(source, max_side, budget)
+    if pixels is not None:
+        return _reduce_scaled(_array_to_gray(pixels, label), max_side, pixels.shape[1])
     try:
         with warnings.catch_warnings():
             # What Pillow warns about (corrupt EXIF, odd chunks, ...) is this file's error, not a stray
@@ -123,6 +128,25 @@ def decode_image_scaled(source, name: str | None = None, max_side: int = WORK_SI
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{label}: truncated or corrupt image data ({first_line(exc)})") from None
     return _reduce_scaled(gray, max_side, gray.shape[1] * scale)
+
+
+def _plain_png(source, max_side: int, budget: int) -> np.ndarray | None:
+    """The pixels of a small plain PNG file or bytes (plain_png), or None: Pillow decodes everything else,
+    and words the errors (a file that cannot be opened included)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    elif isinstance(source, (str, os.PathLike)) and os.fspath(source).lower().endswith(".png"):
+        try:
+            with open(source, "rb") as fh:
+                if os.fstat(fh.fileno()).st_size > PLAIN_PNG_BYTES:
+                    return None
+                data = fh.read()
+        except OSError:
+            return None
+    else:
+        return None
+    # Over Pillow's own decompression-bomb limit too, Pillow's path gives the error.
+    return read_plain_png(data, max_side, min(budget, Image.MAX_IMAGE_PIXELS or budget))
 
 
 def _decode_file(source, label: str, max_side: int, budget: int) -> tuple[np.ndarray, float]:
