@@ -90,6 +90,23 @@ def test_a_digit_cut_by_the_edge_of_a_photo_is_kept(predictor, typical_digits):
     assert predictor.read_number(to_jpeg(Image.fromarray(cut), 90)).number == "47"
 
 
+def test_a_shadow_beside_the_edge_of_the_page_is_not_a_stroke(predictor, mnist):
+    """A dark shadow on the page where it meets the table: once the table's band is cleared, the shadow no
+    longer touches the image's side, but it still runs off the page there and is not read with the digit."""
+    rng = np.random.default_rng(5)
+    photos, labels = [], []
+    for digit, label in zip(mnist.test_images[:20], mnist.test_labels[:20]):
+        page = 0.8 + rng.normal(0, 0.01, size=(300, 225))
+        ink = np.kron(digit / 255.0, np.ones((2, 2)))                 # the digit, 56 px, left of the middle
+        page[80:136, 60:116] *= 1 - 0.8 * ink
+        ramp = np.clip((np.arange(225) - 192) / 3.0, 0, 1)           # a shadow 25 px wide, down 2/5 of the page
+        page[:120] *= 1 - 0.6 * ramp[None, :]
+        page[:, 218:] = 0.2                                           # the table beyond the page's right side
+        photos.append(to_jpeg(Image.fromarray((np.clip(page, 0, 1) * 255).astype(np.uint8)), 90))
+        labels.append(label)
+    assert accuracy(predictor.predict_many(photos), labels) >= 0.9
+
+
 def test_shadow_edges_run_along_the_image_and_digits_reach_into_it():
     from mnist_classifier.ink import _runs_off_the_image
 
@@ -99,7 +116,7 @@ def test_shadow_edges_run_along_the_image_and_digits_reach_into_it():
                       (40, 20, 50, 40),   # inside
                       (66, 35, 80, 55),   # a digit touching the side: taller than wide, but not twice
                       (0, 22, 6, 50)])    # a strip along the side
-    assert _runs_off_the_image(boxes, (60, 80)).tolist() == [False, True, True, False, False, True]
+    assert _runs_off_the_image(boxes, (0, 0, 80, 60)).tolist() == [False, True, True, False, False, True]
 
 
 def test_a_digit_touching_the_edge_of_the_page_in_a_photo_is_read_alone(predictor, mnist):

@@ -325,7 +325,7 @@ def _drop_specks(ink: np.ndarray, reason: np.ndarray, photo: np.ndarray) -> list
     """
     n = len(ink)
     alive = _undecided(reason)
-    _clear_page_edges(ink, photo & alive)
+    frames = _clear_page_edges(ink, photo & alive)
     labels, count, boxes = label((ink > LABEL_LEVEL) & alive[:, None, None])
     last_id = np.maximum.accumulate(labels.reshape(n, -1).max(axis=1))
     first_id = np.concatenate([[0], last_id[:-1]])  # image i holds ids first_id[i] + 1 .. last_id[i]
@@ -338,7 +338,7 @@ def _drop_specks(ink: np.ndarray, reason: np.ndarray, photo: np.ndarray) -> list
     peak = peak[1:]
     strong = np.where(peak >= STROKE_PEAK, mass, 0.0)
     # Clean scans and MNIST-like images have no shadow edges: the per-blob look is paid for photos only.
-    off_image = _runs_off_the_image(boxes, ink.shape[1:]) & photo[owner] if photo.any() else np.zeros(count, dtype=bool)
+    off_image = _runs_off_the_image(boxes, frames[owner]) & photo[owner] if photo.any() else np.zeros(count, dtype=bool)
     stays_inside = _per_image(np.maximum, owner, np.where(off_image, 0.0, strong), n)[owner] > 0
     strong = np.where(off_image & stays_inside, 0.0, strong)
     blobs = np.bincount(owner, minlength=n)
@@ -370,28 +370,43 @@ def _largest_blobs_ink(mass: np.ndarray, blobs: np.ndarray, count: int) -> np.nd
     return np.array([np.sort(part)[-count:].sum() for part in np.split(mass, np.cumsum(blobs)[:-1])])
 
 
-def _runs_off_the_image(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Which blobs (by their boxes in an image of ``shape``) run off their image like the edge of a shadow
-    or of the page: reaching two of its sides, or lying along one (twice as long along it as deep into the
-    image). A digit cut by the edge (a "7" crossing the underline at the bottom of a form, a "5" touching
-    the side of a photo) is about as deep as it is long there."""
-    height, width = shape
+def _runs_off_the_image(boxes: np.ndarray, frames) -> np.ndarray:
+    """Which blobs (by their boxes) run off their image like the edge of a shadow or of the page: reaching
+    two sides of their image's frame, or lying along one (twice as long along it as deep into the image).
+    A digit cut by the edge (a "7" crossing the underline at the bottom of a form, a "5" touching the side
+    of a photo) is about as deep as it is long there. ``frames``: (x0, y0, x1, y1) of the image within any
+    cleared page-edge bands, one for all blobs or one per blob."""
     x0, y0, x1, y1 = boxes.T
+    left, top, right, bottom = np.asarray(frames).T
     tall, wide = y1 - y0, x1 - x0
-    on_rows, on_cols = (y0 == 0).astype(int) + (y1 == height), (x0 == 0).astype(int) + (x1 == width)
+    on_rows, on_cols = (y0 <= top).astype(int) + (y1 >= bottom), (x0 <= left).astype(int) + (x1 >= right)
     return ((on_rows + on_cols >= 2) | ((on_rows > 0) & (wide >= ALONG_THE_EDGE * tall))
             | ((on_cols > 0) & (tall >= ALONG_THE_EDGE * wide)))
 
 
-def _clear_page_edges(ink: np.ndarray, photos: np.ndarray) -> None:
+def _clear_page_edges(ink: np.ndarray, photos: np.ndarray) -> np.ndarray:
     """In place, for each photo of an (N, H, W) stack: clear the outermost columns and rows that are inked
     along half their length or more, and one more for their rim. They are the edge of the page (the table
-    beyond it), which a digit written near the border would otherwise touch and be read with."""
+    beyond it), which a digit written near the border would otherwise touch and be read with.
+
+    Returns each image's frame (x0, y0, x1, y1) inside the cleared bands: a shadow that reached the page's
+    edge still runs off the image there, though its outermost columns are gone."""
+    n, height, width = ink.shape
+    frames = np.tile(np.array([0, 0, width, height]), (n, 1))
     for i in np.flatnonzero(photos):
         strong = ink[i] > LABEL_LEVEL
         columns, rows = (_edge_bands(strong.mean(axis=axis) >= PAGE_EDGE_COVER) for axis in (0, 1))
         ink[i][:, columns] = 0
         ink[i][rows, :] = 0
+        (left, right), (top, bottom) = _inside(columns), _inside(rows)
+        frames[i] = (left, top, right, bottom)
+    return frames
+
+
+def _inside(band: np.ndarray) -> tuple[int, int]:
+    """(first, one past the last) index that a band of cleared ends leaves."""
+    kept = np.flatnonzero(~band)
+    return (int(kept[0]), int(kept[-1]) + 1) if kept.size else (0, len(band))
 
 
 def _edge_bands(covered: np.ndarray) -> np.ndarray:
