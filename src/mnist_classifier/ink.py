@@ -395,30 +395,21 @@ def _clear_page_edges(ink: np.ndarray, photos: np.ndarray) -> np.ndarray:
     frames = np.tile(np.array([0, 0, width, height]), (n, 1))
     for i in np.flatnonzero(photos):
         strong = ink[i] > LABEL_LEVEL
-        columns, rows = (_edge_bands(strong.mean(axis=axis) >= PAGE_EDGE_COVER) for axis in (0, 1))
-        ink[i][:, columns] = 0
-        ink[i][rows, :] = 0
-        (left, right), (top, bottom) = _inside(columns), _inside(rows)
+        (left, right), (top, bottom) = (_inner_span(strong.mean(axis=axis) >= PAGE_EDGE_COVER) for axis in (0, 1))
+        ink[i][:, :left], ink[i][:, right:] = 0, 0
+        ink[i][:top], ink[i][bottom:] = 0, 0
         frames[i] = (left, top, right, bottom)
     return frames
 
 
-def _inside(band: np.ndarray) -> tuple[int, int]:
-    """(first, one past the last) index that a band of cleared ends leaves."""
-    kept = np.flatnonzero(~band)
-    return (int(kept[0]), int(kept[-1]) + 1) if kept.size else (0, len(band))
-
-
-def _edge_bands(covered: np.ndarray) -> np.ndarray:
-    """The runs of ``covered`` at either end, each widened by one; none when it is covered end to end."""
+def _inner_span(covered: np.ndarray) -> tuple[int, int]:
+    """(first, one past the last) index left when the runs of ``covered`` at either end, each widened by
+    one, are cleared; the whole length when it is covered end to end."""
     n = len(covered)
-    band = np.zeros(n, dtype=bool)
     if covered.all():
-        return band
+        return 0, n
     lead, trail = int(np.argmin(covered)), int(np.argmin(covered[::-1]))
-    band[:lead + (lead > 0)] = True
-    band[n - trail - (trail > 0):] = True
-    return band
+    return lead + (lead > 0), n - trail - (trail > 0)
 
 
 def _max_of_neighbours(stack: np.ndarray) -> np.ndarray:
