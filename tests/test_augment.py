@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -311,6 +312,18 @@ def test_writers_recipe_changes_about_p_writer_of_the_batch_and_frames_them(mnis
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
 
 
+def test_styles_recipe_redraws_some_1s_7s_and_9s_and_nothing_else(mnist):
+    x = torch.as_tensor(mnist.train_images[:2000]).float().div(255).unsqueeze(1)
+    y = torch.as_tensor(mnist.train_labels[:2000]).long()
+    styles = A.Recipe(**{**A.RECIPES["styles"].to_dict(), "p_affine": 0.0})
+    out = A.augment_batch(x, y, gen(), styles)
+    reference = A.augment_batch(x, y, gen(), replace(styles, p_style=0.0))  # the same batch, framed alike
+    redrawn = (out != reference).flatten(1).any(1)
+    styled_class = torch.isin(y, torch.tensor(A.STYLED_DIGITS))
+    assert not redrawn[~styled_class].any()
+    assert abs(redrawn[styled_class].float().mean().item() - styles.p_writer * styles.p_style) < 0.05
+
+
 def test_writers_recipe_is_seeded(digits):
     x, y = digits
     assert torch.equal(A.augment_batch(x, y, gen(3), "writers"), A.augment_batch(x, y, gen(3), "writers"))
@@ -324,7 +337,7 @@ def test_recipes_are_json_and_round_trip():
 
 
 @pytest.mark.parametrize("recipe, message", [
-    ("heavy", r"unknown augmentation recipe 'heavy' \(choose from affine, writers\)"),
+    ("heavy", r"unknown augmentation recipe 'heavy' \(choose from affine, writers, styles\)"),
     ({"p_flag": 0.5}, "augmentation recipe has no field p_flag"),
     ({"p_style": 1.5}, r"p_style is a probability \(0 to 1\), got 1.5"),
     ({"slant": -0.1}, "slant must be a number >= 0, got -0.1"),
