@@ -17,6 +17,9 @@ Rows:
   crops_reference the same digits uncropped
   fonts           digits of handwriting fonts from Debian's font packages (European 1s and crossed 7s
                   among them), on paper; skipped when none is installed
+  styles          MNIST test 1s, 7s and 9s redrawn in their continental styles (a flag on the 1, a crossbar
+                  on the 7, a curled tail on the 9) by the generator the writers recipe trains with, on paper:
+                  whether the ensemble as a whole reads what its members were taught (not another collection)
   fonts_outline   the same for a font that draws each digit as its outline (two thin parallel strokes,
                   hollow inside), which no pen writes: kept apart from the handwriting rows
   photos          phone-like photos: 900x1200 JPEG, tinted paper, a shadow across the page, perspective,
@@ -57,6 +60,7 @@ TARGETS = {
     "crops_reference": "(reference)",
     "fonts": "(no target: styles MNIST lacks)",
     "fonts_outline": "(no target: not handwriting)",
+    "styles": "(no target: the training styles, not another collection)",
     "photos": ">= 0.97",
     "numbers_line": ">= 0.95 read exactly",
     "numbers_boxes": ">= 0.92 read exactly",
@@ -79,6 +83,19 @@ def sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
     small = (bunch.images / 16.0).astype(np.float32)
     big = np.stack([np.asarray(Image.fromarray(d, mode="F").resize((32, 32), Image.BICUBIC)) for d in small])
     return np.clip(big, 0, 1), bunch.target.astype(np.int64)
+
+
+def continental_styles(ink: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The 1s, 7s and 9s among MNIST digits, each redrawn in its continental style (augment.styles)."""
+    import torch
+
+    from mnist_classifier import augment
+
+    chosen = np.isin(labels, augment.STYLED_DIGITS)
+    x = torch.nn.functional.pad(torch.from_numpy(ink[chosen])[:, None], (augment.CANVAS_MARGIN,) * 4)
+    y = torch.from_numpy(labels[chosen])
+    styled = augment.refit(augment.styles(x, y, torch.Generator().manual_seed(seed)))
+    return styled[:, 0].numpy(), labels[chosen]
 
 
 def as_mnist_style(ink: np.ndarray) -> np.ndarray:
@@ -221,6 +238,10 @@ def build_rows(mnist, only, quick: bool, seed: int = 0) -> dict:
         outline, outline_labels = font_digits(rng, per_font=2 if quick else 6, globs=OUTLINE_FONT_GLOBS)
         if outline:
             rows["fonts_outline"] = ([on_paper(d, rng, (240, 240)) for d in outline], outline_labels, "digit")
+    if want("styles"):  # its own generators: the rows above keep their draws
+        styled, styled_labels = continental_styles(test_ink, test_labels, seed)
+        paper_rng = np.random.default_rng(seed + 1)
+        rows["styles"] = ([on_paper(d, paper_rng, (240, 240)) for d in styled], styled_labels, "digit")
     return rows
 
 
