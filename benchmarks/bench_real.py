@@ -17,11 +17,11 @@ Rows:
   crops_reference the same digits uncropped
   fonts           digits of handwriting fonts from Debian's font packages (European 1s and crossed 7s
                   among them), on paper; skipped when none is installed
+  fonts_outline   the same for a font that draws each digit as its outline (two thin parallel strokes,
+                  hollow inside), which no pen writes: kept apart from the handwriting rows
   styles          MNIST test 1s, 7s and 9s redrawn in their continental styles (a flag on the 1, a crossbar
                   on the 7, a curled tail on the 9) by the generator the writers recipe trains with, on paper:
                   whether the ensemble as a whole reads what its members were taught (not another collection)
-  fonts_outline   the same for a font that draws each digit as its outline (two thin parallel strokes,
-                  hollow inside), which no pen writes: kept apart from the handwriting rows
   photos          phone-like photos: 900x1200 JPEG, tinted paper, a shadow across the page, perspective,
                   defocus, the digit 8-25% of the frame
   numbers_line    numbers of 2-6 digits by mixed writers (MNIST, scikit-learn, fonts) on one line
