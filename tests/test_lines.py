@@ -239,14 +239,9 @@ def test_an_empty_box_is_skipped(typical_digits, predictor, style):
 
 # ---------------------------------------------------------------------------------------------- kernels
 
-@pytest.mark.parametrize("length", [1, 3, 9, 25])
-def test_run_kernels_match_scipy(length):
-    rng = np.random.default_rng(length)
+def test_gaps_closed_is_scipys_closing_along_rows():
+    rng = np.random.default_rng(3)
     mask = rng.random((40, 90)) > rng.uniform(0.1, 0.5, size=(40, 1))
-    opened = ndimage.binary_opening(mask, structure=np.ones((1, length), bool))
-    np.testing.assert_array_equal(lines._opening_along_rows(mask, length), opened)
-    spread = ndimage.maximum_filter1d(mask.view(np.uint8), length, axis=1, origin=(length - 1) // 2, mode="constant")
-    np.testing.assert_array_equal(lines._spread_forward(mask, length), spread > 0)
     padded = np.pad(mask, ((0, 0), (3, 3)))
     closed = ndimage.binary_closing(padded, structure=np.ones((1, 3), bool))[:, 3:-3] | mask
     np.testing.assert_array_equal(lines._gaps_closed(mask), closed)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mnist_classifier.morphology import box_blur, boxes_of, grey_opening, label
+from mnist_classifier.morphology import box_blur, boxes_of, grey_opening, label, runs_along_rows, spread_along_rows
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 _STACKED_EIGHT = np.zeros((3, 3, 3), dtype=bool)
@@ -62,3 +62,20 @@ def test_grey_opening_and_box_blur_are_scipys_with_nearest_edges(shape, side):
                                   ndimage.grey_opening(image, size=(side, side), mode="nearest"))
     np.testing.assert_allclose(box_blur(image, side), ndimage.uniform_filter(image, size=side, mode="nearest"),
                                atol=1e-6)
+
+
+@pytest.mark.parametrize("length", [1, 3, 9, 25, 120])
+def test_runs_and_spread_along_rows_are_scipys_for_images_stacks_and_transposed_views(length):
+    rng = np.random.default_rng(length)
+    stack = rng.random((3, 40, 90)) > rng.uniform(0.1, 0.5, size=(3, 40, 1))
+    line = np.ones((1, 1, length), bool)
+    opened = ndimage.binary_opening(stack, structure=line)
+    spread = ndimage.maximum_filter1d(stack.view(np.uint8), length, axis=2, origin=(length - 1) // 2,
+                                      mode="constant") > 0
+    np.testing.assert_array_equal(runs_along_rows(stack, length), opened)
+    np.testing.assert_array_equal(runs_along_rows(stack[1], length), opened[1])
+    np.testing.assert_array_equal(spread_along_rows(stack, length), spread)
+    columns = np.swapaxes(stack, 1, 2)  # the runs along the columns of each image
+    np.testing.assert_array_equal(runs_along_rows(columns, length),
+                                  np.swapaxes(ndimage.binary_opening(stack, structure=line.reshape(1, length, 1)), 1, 2))
+    assert runs_along_rows(np.zeros((0, 5), bool), length).shape == (0, 5)

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .fit import ink_box
-from .morphology import label
+from .morphology import label, runs_along_rows, spread_along_rows
 
 INK_LEVEL = 0.12       # line ink: lighter than the strokes (blue or grey print), but above the paper
 MIN_RUN = 24           # horizontal lines are at least this long (decoded px); MNIST digits span at most 20
@@ -130,7 +130,7 @@ def _may_hold_runs(strong: np.ndarray, length: int) -> np.ndarray:
     blocks = strong[:, :height:2, :width:2] | strong[:, 1:height:2, :width:2]
     blocks |= strong[:, :height:2, 1:width:2] | strong[:, 1:height:2, 1:width:2]
     runs = _thin_runs(_rows_either_side(blocks), length // 2 - 1, (MAX_THICKNESS + 1) // 2 + 3)
-    return _opening_along_rows(runs, length // 2 - 1).any(axis=(1, 2))
+    return runs_along_rows(runs, length // 2 - 1).any(axis=(1, 2))
 
 
 def find_lines(ink: np.ndarray) -> Structure:
@@ -360,10 +360,10 @@ def _thin_runs(mask: np.ndarray, length: int, thickness: int) -> np.ndarray:
     Where a thick stroke lies against a line, its long runs widen the line: those columns are cut out
     (the pieces are joined again later), so that a line is never measured together with a stroke.
     """
-    runs = _opening_along_rows(_gaps_closed(mask), length)
+    runs = runs_along_rows(_gaps_closed(mask), length)
     # A stroke with holes leaves long runs on every other row: one thick thing, not thin lines.
     runs[..., 1:-1, :] |= runs[..., :-2, :] & runs[..., 2:, :]
-    runs &= ~_opening_along_rows(np.swapaxes(runs, -1, -2), thickness + 1).swapaxes(-1, -2)
+    runs &= ~runs_along_rows(np.swapaxes(runs, -1, -2), thickness + 1).swapaxes(-1, -2)
     return runs
 
 
@@ -381,33 +381,6 @@ def _gaps_closed(mask: np.ndarray) -> np.ndarray:
     left1[..., 1:], left2[..., 2:] = mask[..., :-1], mask[..., :-2]
     right1[..., :-1], right2[..., :-2] = mask[..., 1:], mask[..., 2:]
     return mask | (left1 & (right1 | right2)) | (left2 & right1)
-
-
-def _opening_along_rows(mask: np.ndarray, length: int) -> np.ndarray:
-    """Pixels on a run of at least ``length`` along the last axis (a morphological opening).
-
-    Erosion and dilation by doubling shifts: log2(length) whole-array operations, where a generic
-    filter visits a window of ``length`` at every pixel.
-    """
-    starts = mask.copy()  # starts[x]: mask[x:x + span] is all ink
-    span = 1
-    while span < length:
-        step = min(span, length - span)
-        starts[..., :-step] &= starts[..., step:]
-        starts[..., -step:] = False
-        span += step
-    return _spread_forward(starts, length)
-
-
-def _spread_forward(mask: np.ndarray, length: int) -> np.ndarray:
-    """out[x] = any(mask[x - length + 1:x + 1]) along the last axis."""
-    out = mask.copy()
-    span = 1
-    while span < length:
-        step = min(span, length - span)
-        out[..., step:] |= out[..., :-step]
-        span += step
-    return out
 
 
 def _bands(runs: np.ndarray):
@@ -855,7 +828,7 @@ def _bridge(clean: np.ndarray, shear: _Shear, bands: np.ndarray) -> np.ndarray:
     widest = int(2 * (bands[:, 1] - bands[:, 0] + 1).max())
     padded = np.zeros((rows, width + widest), dtype=bool)
     padded[:, :width] = ink > INK_LEVEL
-    near = _spread_forward(padded, 2 * widest + 1)[:, widest:]  # ink within ``widest`` columns either side
+    near = spread_along_rows(padded, 2 * widest + 1)[:, widest:]  # ink within ``widest`` columns either side
     ys, xs, top, bottom = _band_pixels(bands, near)
     if len(ys):
         fraction, reach = (ys - top) / (bottom - top), 2 * (bottom - top)

@@ -1,8 +1,9 @@
-"""The image operations under the ink pipeline: 8-connected blobs with their boxes, a flat grey opening and a
-box blur, on OpenCV.
+"""The image operations under the ink pipeline: 8-connected blobs with their boxes, a flat grey opening, a
+box blur, and the runs of a mask along its rows, on OpenCV.
 
 They give scipy.ndimage's results (``label`` with a 3x3 structure, ``find_objects``, ``grey_opening`` and
-``uniform_filter`` with ``mode="nearest"``; the tests hold them to it), for a fraction of its cost: OpenCV
+``uniform_filter`` with ``mode="nearest"``, ``binary_opening`` and ``maximum_filter1d`` along rows; the tests
+hold them to it), for a fraction of its cost: OpenCV
 imports in a small part of the time scipy.ndimage takes, which is most of a one-image ``predict``'s start-up,
 and its labelling hands back every blob's box with the labels.
 """
@@ -72,3 +73,31 @@ def grey_opening(image: np.ndarray, side: int) -> np.ndarray:
 def box_blur(image: np.ndarray, side: int) -> np.ndarray:
     """The mean over a side x side square around each pixel, edges repeating the border pixel."""
     return cv2.blur(image, (side, side), borderType=cv2.BORDER_REPLICATE)
+
+
+def runs_along_rows(mask: np.ndarray, length: int) -> np.ndarray:
+    """Pixels of a bool mask on a run of at least ``length`` along its last axis: a binary opening with a
+    1 x length line, nothing beyond the ends. Any number of leading axes (a stack of images, or a
+    transposed view: the rows of one image are the columns of the other)."""
+    if mask.size == 0:
+        return np.zeros(mask.shape, dtype=bool)
+    starts = cv2.erode(_rows_as_bytes(mask), np.ones((1, length), np.uint8), anchor=(0, 0),
+                       borderType=cv2.BORDER_CONSTANT, borderValue=0)  # starts[x]: mask[x:x + length] all set
+    return _spread(starts, length).view(bool).reshape(mask.shape)
+
+
+def spread_along_rows(mask: np.ndarray, length: int) -> np.ndarray:
+    """out[x] = any(mask[x - length + 1:x + 1]) along the last axis of a bool mask."""
+    if mask.size == 0:
+        return np.zeros(mask.shape, dtype=bool)
+    return _spread(_rows_as_bytes(mask), length).view(bool).reshape(mask.shape)
+
+
+def _spread(rows: np.ndarray, length: int) -> np.ndarray:
+    return cv2.dilate(rows, np.ones((1, length), np.uint8), anchor=(length - 1, 0),
+                      borderType=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def _rows_as_bytes(mask: np.ndarray) -> np.ndarray:
+    """A bool mask as one uint8 image of all its rows (OpenCV takes 2-D arrays; the runs stay within rows)."""
+    return np.ascontiguousarray(mask, dtype=bool).view(np.uint8).reshape(-1, mask.shape[-1])
