@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mnist_classifier.morphology import box_blur, boxes_of, grey_opening, label, runs_along_rows, spread_along_rows
+from mnist_classifier.morphology import box_blur, boxes_of, grey_opening, label, max_of_neighbours, runs_along_rows, spread_along_rows
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 _STACKED_EIGHT = np.zeros((3, 3, 3), dtype=bool)
@@ -79,3 +79,13 @@ def test_runs_and_spread_along_rows_are_scipys_for_images_stacks_and_transposed_
     np.testing.assert_array_equal(runs_along_rows(columns, length),
                                   np.swapaxes(ndimage.binary_opening(stack, structure=line.reshape(1, length, 1)), 1, 2))
     assert runs_along_rows(np.zeros((0, 5), bool), length).shape == (0, 5)
+
+
+@pytest.mark.parametrize("top", [9, 70000])  # OpenCV's 16-bit path, and numpy's beyond it
+def test_max_of_neighbours_is_scipys_maximum_filter_within_each_image(top):
+    rng = np.random.default_rng(top)
+    labels = np.where(rng.random((4, 30, 50)) < 0.2, rng.integers(1, top, size=(4, 30, 50)), 0).astype(np.int32)
+    expected = ndimage.maximum_filter(labels, size=(1, 3, 3), mode="constant", cval=0)
+    got = max_of_neighbours(labels)
+    assert got.dtype == labels.dtype
+    np.testing.assert_array_equal(got, expected)

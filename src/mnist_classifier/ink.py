@@ -16,7 +16,7 @@ from PIL import Image
 
 from .decode import reduce_by_blocks
 from .lines import Structure, remove_lines_in_stack
-from .morphology import box_blur, grey_opening, label
+from .morphology import box_blur, grey_opening, label, max_of_neighbours
 
 MIN_CONTRAST = 0.08  # ink must differ from the paper by 8% of its brightness, else the page is blank
 MIN_COHERENCE = 0.3  # neighbouring pixels of real strokes are correlated; noise is not
@@ -352,9 +352,9 @@ def _drop_specks(ink: np.ndarray, reason: np.ndarray, photo: np.ndarray) -> list
     keep = major
     if not major[accepted].all():
         keep = major | (_inside_strokes(boxes, owner, major, n) & (peak >= STROKE_PEAK / 2) & accepted)
-    kept_labels = np.where(np.concatenate([[False], keep])[labels], labels, 0)
+    kept_labels = np.concatenate([[0], np.where(keep, np.arange(1, count + 1), 0)]).astype(labels.dtype)[labels]
     # Give each kept blob its rim: the faint edge pixels next to it (one pixel out).
-    grown = _max_of_neighbours(kept_labels)
+    grown = max_of_neighbours(kept_labels)
     grown = np.where((kept_labels > 0) | ((ink > 0) & ~inked), grown, 0)
     own = grown > 0
     strokes = np.where(own, ink, np.float32(0))
@@ -410,21 +410,6 @@ def _inner_span(covered: np.ndarray) -> tuple[int, int]:
         return 0, n
     lead, trail = int(np.argmin(covered)), int(np.argmin(covered[::-1]))
     return lead + (lead > 0), n - trail - (trail > 0)
-
-
-def _max_of_neighbours(stack: np.ndarray) -> np.ndarray:
-    """Each pixel's maximum over its 3x3 neighbourhood (inside the image), for every image of a stack.
-
-    The same as scipy.ndimage.maximum_filter(size=(1, 3, 3)), done as four shifted whole-array maxima (rows,
-    then columns) instead of a generic filter's window at every pixel.
-    """
-    out = stack.copy()
-    np.maximum(out[:, 1:], stack[:, :-1], out=out[:, 1:])
-    np.maximum(out[:, :-1], stack[:, 1:], out=out[:, :-1])
-    rows = out.copy()
-    np.maximum(out[:, :, 1:], rows[:, :, :-1], out=out[:, :, 1:])
-    np.maximum(out[:, :, :-1], rows[:, :, 1:], out=out[:, :, :-1])
-    return out
 
 
 def _per_image(ufunc, owner: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
