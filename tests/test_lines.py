@@ -245,3 +245,22 @@ def test_gaps_closed_is_scipys_closing_along_rows():
     padded = np.pad(mask, ((0, 0), (3, 3)))
     closed = ndimage.binary_closing(padded, structure=np.ones((1, 3), bool))[:, 3:-3] | mask
     np.testing.assert_array_equal(lines._gaps_closed(mask), closed)
+
+
+def test_the_sharpest_slope_is_the_one_a_plain_loop_over_slopes_and_strips_finds():
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        height, strips = int(rng.integers(3, 120)), int(rng.integers(1, 25))
+        profile = rng.integers(0, 5, size=(height, strips)).astype(np.int32)
+        centres = (np.arange(strips) + 0.5) * 32 - strips * 16
+        slopes = np.linspace(-lines.MAX_SLOPE, lines.MAX_SLOPE, 9)
+        sharpness = []
+        for slope in slopes:
+            straightened = np.zeros(height)
+            for k in range(strips):
+                shift = int(np.rint(slope * centres[k]))
+                for row in range(height):
+                    if 0 <= row + shift < height:
+                        straightened[row] += profile[row + shift, k]
+            sharpness.append((straightened ** 2).sum() - 1e-6 * abs(slope))
+        assert lines._sharpest(profile, centres, slopes) == slopes[int(np.argmax(sharpness))]

@@ -270,9 +270,12 @@ def _sharpest(profile: np.ndarray, centres: np.ndarray, slopes: np.ndarray) -> f
     height, strips = profile.shape
     shifts = np.rint(slopes[:, None] * centres).astype(np.intp)         # (slopes, strips)
     pad = int(np.abs(shifts).max(initial=0))
-    padded = np.pad(profile, ((pad, pad), (0, 0)))
-    rows = np.arange(pad, pad + height)[None, :, None] + shifts[:, None, :]
-    straightened = padded[rows, np.arange(strips)].sum(axis=2, dtype=np.int64)  # (slopes, rows)
+    columns = np.pad(profile, ((pad, pad), (0, 0))).T.astype(np.int64)  # (strips, rows + 2 pad)
+    # Each strip's column at every shift is a window of it: whole rows gathered, strip by strip.
+    windows = np.lib.stride_tricks.sliding_window_view(columns, height, axis=1)
+    straightened = np.zeros((len(slopes), height), dtype=np.int64)     # (slopes, rows)
+    for k in range(strips):
+        straightened += windows[k, pad + shifts[:, k]]
     sharpness = (straightened.astype(np.float64) ** 2).sum(axis=1) - 1e-6 * np.abs(slopes)  # ties: level
     return float(slopes[np.argmax(sharpness)])
 
