@@ -392,8 +392,8 @@ def _bands(runs: np.ndarray):
     if count == 0:
         return (np.zeros(0, dtype=np.intp),) * 4
     c0, c1 = boxes[:, 0].astype(np.intp), boxes[:, 2].astype(np.intp)
-    ys = np.nonzero(labels)[0]
-    ids = labels[labels > 0] - 1
+    ys, xs = np.nonzero(labels)
+    ids = labels[ys, xs] - 1
     rows = labels.shape[0]
     per_row = np.bincount(ids * rows + ys, minlength=count * rows).reshape(count, rows)
     covered = per_row >= BAND_COVER * (c1 - c0)[:, None]
