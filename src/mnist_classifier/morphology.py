@@ -15,6 +15,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from .fit import ink_box
+
 # A scan in raster order, as scipy numbers its blobs: ids then run on from one image of a stack to the next.
 _RASTER_ORDER = cv2.CCL_SAUF
 
@@ -38,19 +40,17 @@ def label(binary: np.ndarray) -> Blobs:
         blobs = label(binary[None])
         return Blobs(blobs.labels[0], blobs.count, blobs.boxes)
     labels = np.zeros(binary.shape, dtype=np.int32)
-    rows, columns = np.flatnonzero(binary.any(axis=(0, 2))), np.flatnonzero(binary.any(axis=(0, 1)))
-    if not rows.size:
+    box = ink_box(binary.any(axis=0))
+    if box is None:
         return Blobs(labels, 0, np.zeros((0, 4), dtype=np.int32))
-    (top, bottom), (left, right) = (rows[0], rows[-1] + 1), (columns[0], columns[-1] + 1)
-    n, height, width = len(binary), bottom - top, right - left
-    tall = np.zeros((n, height + 1, width), dtype=np.uint8)
-    tall[:, :height] = binary[:, top:bottom, left:right]
+    left, top, right, bottom = box
+    window = (slice(None), slice(top, bottom), slice(left, right))
     count, found, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
-        tall.reshape(n * (height + 1), width), 8, cv2.CV_32S, _RASTER_ORDER)
+        _tall(binary[window], np.uint8), 8, cv2.CV_32S, _RASTER_ORDER)
     x0, y0, wide, high = (stats[1:, k] for k in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP,
                                                   cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT))
-    x0, y0 = x0 + left, y0 % (height + 1) + top
-    labels[:, top:bottom, left:right] = found.reshape(n, height + 1, width)[:, :height]
+    x0, y0 = x0 + left, y0 % (bottom - top + 1) + top
+    labels[window] = _untall(found, len(binary))
     return Blobs(labels, count - 1, np.stack([x0, y0, x0 + wide, y0 + high], axis=1).astype(np.int32))
 
 
@@ -61,11 +61,12 @@ def boxes_of(labels: np.ndarray, count: int) -> np.ndarray:
     The labelled pixels are looked for in the rows and columns that hold one: a blob is most often a small
     part of its image, and finding nonzero pixels costs per pixel searched."""
     boxes = np.zeros((count, 4), dtype=np.intp)
-    rows, columns = np.flatnonzero(labels.any(axis=1)), np.flatnonzero(labels.any(axis=0))
-    if not rows.size:
+    box = ink_box(labels)
+    if box is None:
         return boxes
-    ys, xs = np.nonzero(labels[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1])
-    ys, xs = ys + rows[0], xs + columns[0]
+    left, top, right, bottom = box
+    ys, xs = np.nonzero(labels[top:bottom, left:right])
+    ys, xs = ys + top, xs + left
     ids = labels[ys, xs] - 1
     present = np.bincount(ids, minlength=count) > 0
     for column, coords, reduce, start in ((0, xs, np.minimum, labels.shape[1]), (1, ys, np.minimum, labels.shape[0]),
@@ -96,14 +97,24 @@ def max_of_neighbours(labels: np.ndarray) -> np.ndarray:
 
     The stack is one tall image with an empty row under each image, as in ``label``: a neighbour of 0
     changes no maximum of labels, so images never reach into each other."""
-    n, height, width = labels.shape
     if labels.size == 0 or labels.max() >= 1 << 16:  # OpenCV dilates 16-bit images, not 32-bit ones
         return _max_of_neighbours_numpy(labels)
-    tall = np.zeros((n, height + 1, width), dtype=np.uint16)
-    tall[:, :height] = labels
-    grown = cv2.dilate(tall.reshape(n * (height + 1), width), np.ones((3, 3), np.uint8),
+    grown = cv2.dilate(_tall(labels, np.uint16), np.ones((3, 3), np.uint8),
                        borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    return grown.reshape(n, height + 1, width)[:, :height].astype(labels.dtype)
+    return _untall(grown, len(labels)).astype(labels.dtype)
+
+
+def _tall(stack: np.ndarray, dtype) -> np.ndarray:
+    """An (N, H, W) stack as one (N * (H + 1), W) image, an empty row under each image keeping them apart."""
+    n, height, width = stack.shape
+    tall = np.zeros((n, height + 1, width), dtype=dtype)
+    tall[:, :height] = stack
+    return tall.reshape(n * (height + 1), width)
+
+
+def _untall(tall: np.ndarray, n: int) -> np.ndarray:
+    """The (N, H, W) stack of a tall image made by ``_tall``, its separating rows left out."""
+    return tall.reshape(n, -1, tall.shape[1])[:, :-1]
 
 
 def _max_of_neighbours_numpy(stack: np.ndarray) -> np.ndarray:
