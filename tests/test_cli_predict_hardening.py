@@ -172,6 +172,38 @@ def test_a_worker_killed_under_the_command_is_one_line(many_files, tmp_path):
         _kill(workers)
 
 
+# A worker killed halfway through sending its result leaves a message begun and never ended in the pool's
+# result pipe, and its lock on that pipe held: the executor's thread waits for the rest forever, and the
+# other workers wait for the lock. Made here on purpose, with the executor's own queue (CPython 3.11).
+DIES_WHILE_SENDING = """
+import multiprocessing, os, signal, struct
+from mnist_classifier.errors import MNISTClassifierError
+from mnist_classifier.predict import Predictor
+
+def die_while_sending(chunk):
+    results = multiprocessing.current_process()._args[1]
+    results._wlock.acquire()
+    os.write(results._writer.fileno(), struct.pack("!i", 1 << 20) + bytes(1000))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+try:
+    list(Predictor(workers=2)._in_pool(die_while_sending, [([k], [str(k)]) for k in range(40)], None))
+except MNISTClassifierError as error:
+    print(error)
+"""
+
+
+def test_a_worker_killed_while_sending_its_result_is_one_error_and_the_process_ends():
+    process = subprocess.Popen([sys.executable, "-c", DIES_WHILE_SENDING], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=60)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL) if process.poll() is None else None
+    assert (process.returncode, err.decode()) == (0, "")
+    assert out.decode() == "a decoding worker process ended unexpectedly (killed by a signal, or out of memory)\n"
+
+
 # A process with a second thread (a server, a notebook) forks its workers from a fork server instead.
 PREDICT_WITH_A_THREAD = """
 import sys, threading, time

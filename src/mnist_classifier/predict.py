@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import multiprocessing.connection
 import os
 import signal
 import stat
@@ -23,7 +24,7 @@ import threading
 import warnings
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ DEFAULT_TOP_K = 3
 CHUNK = 256               # images per worker task: big enough to amortize inter-process traffic
 PARALLEL_MIN = 64         # fewer images than this are decoded in-process: a pool costs more to start than it saves
 MODEL_BATCH = 1024        # images gathered before a forward pass
+WORKER_CHECK_SECONDS = 0.2  # a wait for decoded images looks this often whether a worker has died
 NO_PROBABILITIES = [0.0] * 10  # rows without a classification keep the 10-float shape of the contract
 # Ink this many times wider than tall is not one digit: the widest of MNIST's 10,000 test digits is 2.0.
 SEVERAL_DIGITS_ASPECT = 2.2
@@ -404,9 +406,9 @@ class Predictor:
             for chunk in chunks:
                 window.append((chunk[1], pool.submit(work, chunk)))
                 if len(window) >= self.workers * 4:
-                    yield self._next_done(window, bar)
+                    yield self._next_done(pool, window, bar)
             while window:
-                yield self._next_done(window, bar)
+                yield self._next_done(pool, window, bar)
         except BrokenProcessPool:  # raised by submit() or result(), whichever first sees the dead worker
             _stop_now(pool)
             raise MNISTClassifierError("a decoding worker process ended unexpectedly "
@@ -418,8 +420,11 @@ class Predictor:
             pool.shutdown(wait=True, cancel_futures=True)
 
     @staticmethod
-    def _next_done(window, bar):
+    def _next_done(pool, window, bar):
         names, future = window.popleft()
+        while not wait([future], timeout=WORKER_CHECK_SECONDS).done:
+            if _a_worker_ended(pool):
+                raise BrokenProcessPool("a worker process ended while its pool was in use")
         prepared = future.result()
         if bar:
             bar.update(len(names))
@@ -442,18 +447,34 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _a_worker_ended(pool) -> bool:
+    """Whether a worker of a process pool has ended. The executor looks for that itself, but not while it
+    reads a result: a worker killed halfway through sending one leaves it waiting for the rest forever."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    return bool(multiprocessing.connection.wait([process.sentinel for process in processes], timeout=0))
+
+
 def _stop_now(pool) -> None:
-    """Drop the queued chunks and kill the decoding workers: nobody waits for their answers any more."""
+    """Drop the queued chunks, kill the decoding workers (nobody waits for their answers any more), and
+    wait for the executor's thread to finish, so that nothing of the pool is left running at exit."""
+    if not isinstance(pool, ProcessPoolExecutor):
+        pool.shutdown(wait=False, cancel_futures=True)
+        return
+    # The executor has no public way to stop workers before Python 3.14 (kill_workers), and shutdown()
+    # forgets its processes, queues and thread: they are taken first.
+    processes, results, manager = (list((pool._processes or {}).values()), pool._result_queue,
+                                   pool._executor_manager_thread)
     pool.shutdown(wait=False, cancel_futures=True)
-    if isinstance(pool, ProcessPoolExecutor):
-        # The executor has no public way to stop workers before Python 3.14 (kill_workers).
-        for process in list((getattr(pool, "_processes", None) or {}).values()):
-            process.kill()
+    for process in processes:
+        process.kill()
+    # The executor's thread may be reading a result that a killed worker never finished sending: once
+    # this process's copy of the pipe's writing end is closed as well, it reads the end of the pipe.
+    results._writer.close()
+    if manager is not None:
+        manager.join()
 
 
 def _pool_context():
-    import multiprocessing
-
     # fork starts workers without importing anything again, and they only run torch-free code (preprocess,
     # segment), so torch's own thread pool is no obstacle. A process with other Python threads (a web
     # server) may hold a lock at the moment of forking; there a fork server starts the workers cleanly instead.
