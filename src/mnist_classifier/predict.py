@@ -200,8 +200,10 @@ def nothing_found(paths, recursive: bool = False, extensions=IMAGE_EXTENSIONS) -
     return "no images found: " + "; ".join(reasons)
 
 
-def _path_order(item: tuple[str, str]):
-    return Path(item[0]).parts
+def _path_order(item: tuple[str, str]) -> list[str]:
+    """Directory by directory, then by name. The paths sorted together all start with the same folder,
+    so splitting the string orders them as their parts would, without a Path for each."""
+    return item[0].split(os.sep)
 
 
 def _walk(folder: str, suffixes: set[str], recursive: bool, pattern: tuple[str, ...] | None = None):
@@ -300,24 +302,25 @@ class Predictor:
         """(N, 28, 28) normalized images -> (N, 10) float32 probabilities, in large batches."""
         return self.engine.probabilities(images)
 
-    def _answer(self, name, image, reason, error, probs, wide=False) -> Prediction:
-        if error is not None or image is None:
-            return Prediction(path=name, error=error, reason=None if error else reason)
-        order = np.argsort(probs)[::-1][: self.top_k]
-        digit, confidence = int(order[0]), float(probs[order[0]])
-        note = SEVERAL_DIGITS_NOTE if wide else None
-        return Prediction(path=name, digit=digit, confidence=confidence, probabilities=probs.tolist(),
-                          top_k=[(int(d), float(probs[d])) for d in order],
-                          uncertain=confidence < self.threshold or note is not None, note=note, image=image)
-
     def _classify(self, names, prepared) -> list[Prediction]:
+        """The answers for prepared images: every image with ink goes through the model in one call, and
+        the answers are ranked as one array."""
         ready = [i for i, p in enumerate(prepared) if p.image is not None]
-        scores = {}  # index -> (probabilities, wider than a digit)
+        answers = {}
         if ready:
             images = np.stack([prepared[i].image for i in ready])
-            scores = dict(zip(ready, zip(self.probabilities(images), _wider_than_a_digit(images))))
-        return [self._answer(name, p.image, p.reason, p.error, *scores.get(i, (None, False)))
+            probs = self.probabilities(images)
+            ranked = np.argsort(probs, axis=1)[:, ::-1][:, :self.top_k]
+            answers = dict(zip(ready, zip(probs.tolist(), ranked.tolist(), _wider_than_a_digit(images).tolist())))
+        return [self._answer(name, p, *answers[i]) if p.error is None and i in answers
+                else Prediction(path=name, error=p.error, reason=None if p.error else p.reason)
                 for i, (name, p) in enumerate(zip(names, prepared))]
+
+    def _answer(self, name, prepared, probs: list[float], ranked: list[int], wide: bool) -> Prediction:
+        digit, note = ranked[0], SEVERAL_DIGITS_NOTE if wide else None
+        return Prediction(path=name, digit=digit, confidence=probs[digit], probabilities=probs,
+                          top_k=[(d, probs[d]) for d in ranked],
+                          uncertain=probs[digit] < self.threshold or note is not None, note=note, image=prepared.image)
 
     # -------------------------------------------------------------- public
 
