@@ -96,6 +96,27 @@ def test_a_stroke_crossing_a_line_is_restored_across_it():
     assert clean[ink > 0].sum() <= strokes[ink > 0].sum() + 1e-3  # nothing but strokes where the lines were
 
 
+def _written_number(typical_digits, digits, scale: int = 4) -> np.ndarray:
+    """Digits of ``typical_digits`` side by side, each ``scale`` times its 28x28, on an empty ink map."""
+    ink = np.zeros((200, 60 + 28 * scale * len(digits)), np.float32)
+    for k, d in enumerate(digits):
+        big = np.kron(typical_digits[d][0].astype(np.float32) / 255, np.ones((scale, scale), np.float32))
+        ink[20:20 + 28 * scale, 30 + 28 * scale * k:30 + 28 * scale * (k + 1)] = big
+    return ink
+
+
+def test_an_underline_that_ends_with_the_number_is_removed(typical_digits):
+    """An underline drawn to the number's width, its last digit overhanging the end: a rule though
+    it reaches past the handwriting on one side only."""
+    bare = _written_number(typical_digits, [4, 7, 3, 7, 9])
+    columns = np.flatnonzero(bare.any(axis=0))
+    ink = bare.copy()
+    ink[128:131, columns[0] - 2:columns[-1] - 3] = 0.8  # under the digits; the last one reaches past its end
+    clean, structure = lines.remove_lines(ink)
+    assert [(line.vertical, line.box[1] <= 128 < line.box[3]) for line in structure.lines] == [(False, True)]
+    assert correlation(clean, bare) > 0.97
+
+
 def test_no_lines_found_in_a_blank_or_plain_image():
     blank = np.zeros((64, 64), np.float32)
     clean, structure = lines.remove_lines(blank)

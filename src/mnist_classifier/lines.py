@@ -24,8 +24,10 @@ The idea. Printed lines are long, thin and straight; handwriting is rarely all t
        that crosses a box's border and ends inside is no wall. A cell twice the width of its row's
        others has a wall a digit hides, and is cut in two; or
      - a rule: a horizontal line much thinner than its length and than the handwriting's strokes,
-       reaching past the rest of the ink on both sides (an underline, a ruled line), or one of several
-       parallel lines spanning the image (ruled paper).
+       reaching past the rest of the ink on both sides (an underline, a ruled line) or, longer than
+       the ink is tall by half as much again, ending about where it ends (an underline drawn to the
+       number's width, its first or last digit overhanging it); or one of several parallel lines
+       spanning the image (ruled paper).
    A vertical candidate outside cells is never removed.
 4. Removal. A line's band, widened to take its blurred rim, is cleared; a stroke that crossed it is
    restored by bridging each band column from the stroke pixels just outside the band, along the
@@ -61,6 +63,7 @@ THIN_RATIO = 0.3       # ... and this thin for their length (a short comb tick i
 CELL_SIDE_RATIO = 0.2  # ... horizontal ones thinner: they span a cell, five times their thickness
 RULE_RATIO = 0.06      # a lone rule is much thinner for its length ...
 RULE_STROKE = 0.8      # ... and thinner than the handwriting's strokes
+UNDERLINE_DIGITS = 1.5 # an underline ending with the number spans it: longer than 1.5 times its height
 SPANNING = 0.8         # ruled paper: several parallel lines, each across most of the image
 MAX_SLOPE = math.tan(math.radians(2.5))  # forms are rotated by up to about 2 degrees
 STRIP = 32             # column strips for the slope search (a 2 degree line drifts a pixel in one)
@@ -653,11 +656,17 @@ def _rules(h: _Runs, rule_like: np.ndarray, other_ink: np.ndarray, top: int, ful
     if not columns.size:
         return np.zeros(len(h), dtype=bool)
     left, right = columns[0], columns[-1] + 1
+    rows = np.flatnonzero(other_ink.any(axis=1))  # never empty where the columns are not
     stroke = _stroke_width(other_ink)
     # The band's rows count one row more than the ink (the mended steps of a tilted line).
     thinner = h.thickness - 1 <= RULE_STROKE * stroke
     reach = max(3.0, 0.01 * width)
-    rules = inside & thinner & (h.c0 <= left - reach) & (h.c1 >= right + reach)
+    past = (h.c0 <= left - reach) & (h.c1 >= right + reach)
+    # An underline drawn to the width of the number, which its first or last digit may overhang: it
+    # still ends within a reach of the ink's ends, and no stroke of one digit is that long.
+    along = ((h.c0 <= left + reach) & (h.c1 >= right - reach)
+             & (h.length >= UNDERLINE_DIGITS * (rows[-1] + 1 - rows[0])))
+    rules = inside & thinner & (past | along)
     return rules | spanning if (rules & spanning).any() else rules
 
 
