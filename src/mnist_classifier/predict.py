@@ -450,11 +450,17 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _worker_processes(pool) -> list:
+    """The worker processes of a process pool (none for a thread pool). The executor has no public way to
+    reach them before Python 3.14 (kill_workers)."""
+    return list((getattr(pool, "_processes", None) or {}).values())
+
+
 def _a_worker_ended(pool) -> bool:
     """Whether a worker of a process pool has ended. The executor looks for that itself, but not while it
     reads a result: a worker killed halfway through sending one leaves it waiting for the rest forever."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    return bool(multiprocessing.connection.wait([process.sentinel for process in processes], timeout=0))
+    sentinels = [process.sentinel for process in _worker_processes(pool)]
+    return bool(multiprocessing.connection.wait(sentinels, timeout=0))
 
 
 def _stop_now(pool) -> None:
@@ -463,10 +469,8 @@ def _stop_now(pool) -> None:
     if not isinstance(pool, ProcessPoolExecutor):
         pool.shutdown(wait=False, cancel_futures=True)
         return
-    # The executor has no public way to stop workers before Python 3.14 (kill_workers), and shutdown()
-    # forgets its processes, queues and thread: they are taken first.
-    processes, results, manager = (list((pool._processes or {}).values()), pool._result_queue,
-                                   pool._executor_manager_thread)
+    # shutdown() forgets the executor's processes, queues and thread: they are taken first.
+    processes, results, manager = _worker_processes(pool), pool._result_queue, pool._executor_manager_thread
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         process.kill()
