@@ -59,6 +59,17 @@ def test_same_seed_same_weights(subset):
     assert any(not torch.equal(wa, wc) for wa, wc in zip(a.state_dict().values(), c.state_dict().values()))
 
 
+def test_uint8_digits_train_as_their_float_input_does(subset):
+    """The uint8 training set, turned into the model's input batch by batch, gives the very weights that
+    the same digits given as floats in [0, 1] give, validation figures included."""
+    images, labels = subset
+    a, history_a = _train((images, labels), seed=5, augment=True)
+    b, history_b = _train((images.astype(np.float32) / 255, labels), seed=5, augment=True)
+    for (name, wa), wb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(wa, wb), name
+    assert history_a.val_loss == history_b.val_loss and history_a.val_accuracy[0] > 0.8
+
+
 def test_history_is_complete(subset):
     model = build_model("mlp")
     history = fit(model, *subset, quiet(epochs=3, validation_split=0.2, schedule="onecycle", lr=3e-3))
