@@ -37,6 +37,22 @@ def test_version():
     assert run_cli("--version").stdout.strip() == f"mnist-classifier {__version__}"
 
 
+def test_the_command_exits_with_mains_code_and_its_objects_frozen(tmp_path):
+    """The console command is console_main: main's exit code, and the garbage collector's last walk over
+    every object skipped (they are frozen when the command is done, as an exit handler sees)."""
+    from importlib.metadata import entry_points
+
+    (command,) = [e for e in entry_points(group="console_scripts") if e.name == "mnist-classifier"]
+    assert command.value == "mnist_classifier.cli:console_main"
+    script = ("import atexit, gc, sys; atexit.register(lambda: print('frozen', gc.get_freeze_count() > 1000)); "
+              "from mnist_classifier.cli import console_main; sys.argv = ['mnist-classifier', *sys.argv[1:]]; "
+              "console_main()")
+    missing = tmp_path / "missing.png"
+    proc = subprocess.run([sys.executable, "-c", script, "predict", str(missing)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1 and proc.stdout.strip().endswith("frozen True"), (proc.stdout, proc.stderr)
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["--epochs", "-3"], "epochs must be a positive integer, got -3"),
     (["--validation-split", "1.5"], "validation_split must be in (0, 1)"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -199,7 +200,7 @@ def run_train(args) -> int:
     from .atomic import check_writable
     from .data import load_mnist
     from .report import report_dir_for
-    from .train import DEFAULT_ARCHITECTURE, new_run, resume_run, train_run
+    from .train import DEFAULT_ARCHITECTURE, import_optimizer_support_beside, new_run, resume_run, train_run
 
     settings = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                     weight_decay=args.weight_decay, schedule=args.schedule, validation_split=args.validation_split,
@@ -218,6 +219,7 @@ def run_train(args) -> int:
                       checkpoint_dir=args.checkpoint_dir, **settings)
     if args.report:
         check_writable(report_dir_for(run.out), folder=True)
+    import_optimizer_support_beside()
     data = load_mnist(args.data_dir, progress=not args.quiet)
     result = train_run(run, data)
     summary = result.summary()
@@ -702,5 +704,18 @@ def main(argv=None) -> int:
         return 141  # 128 + SIGPIPE, the shell's code for it
 
 
+def console_main() -> None:
+    """The ``mnist-classifier`` command: main, then exit.
+
+    Everything the command made is frozen out of the garbage collector first: at exit the interpreter
+    would otherwise walk every object torch and matplotlib created, in one last collection that takes
+    longer than many a command's work. Files and pools are closed by then; the memory goes back to the
+    system with the process. (Not in main, which tests call in-process and which must not freeze theirs.)
+    """
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()
