@@ -185,7 +185,7 @@ def test_train_writes_the_report_next_to_the_model(mnist, tmp_path, monkeypatch,
     assert steps == sorted(steps), err
     folder = report_dir_for(model)
     assert folder == tmp_path / "models" / "quick-report"
-    assert summary["report"] == str(folder / "index.html")
+    assert summary["report"] == str(folder / "index.html") and summary["report_seconds"] > 0
     assert (folder / "figures" / "training_history.png").is_file()
     saved = json.loads((folder / "report.json").read_text())
     assert saved["accuracy"] == summary["accuracy"] and saved["n"] == 2000

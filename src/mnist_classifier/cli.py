@@ -228,7 +228,8 @@ def run_train(args) -> int:
 
         if not args.quiet:
             print("writing the training report ...", file=sys.stderr, flush=True)
-        summary["report"] = str(write_training_report(result, data).index)
+        report = write_training_report(result, data)
+        summary["report"], summary["report_seconds"] = str(report.index), round(report.seconds["total"], 3)
     if args.json:
         _print_json(summary)
     else:

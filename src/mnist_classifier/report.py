@@ -99,9 +99,12 @@ def write_training_report(result, data) -> Report:
     """The report for a model ``train`` just saved (``TrainResult`` with ``model_path``), next to the file."""
     from .persist import read_metadata
 
+    started = time.perf_counter()
     metadata = read_metadata(result.model_path)
-    return write_report(report_dir_for(result.model_path), result.model, metadata, result.evaluation, data,
-                        Path(result.model_path))
+    report = write_report(report_dir_for(result.model_path), result.model, metadata, result.evaluation, data,
+                          Path(result.model_path))
+    report.seconds["total"] = time.perf_counter() - started
+    return report
 
 
 def write_report(out_dir, model, metadata: dict, evaluation, data, model_path=None) -> Report:
