@@ -97,23 +97,23 @@ def _styled(draw):
 
 
 def _save(fig: Figure, path) -> Path:
-    """Write the PNG atomically (temp file + rename) so a reader never sees half an image."""
+    """Lay the figure out once and draw it once into a PNG, written atomically (temp file + rename) so a
+    reader never sees half an image.
+
+    The canvas prints the PNG itself: savefig would draw the figure once more beforehand, without
+    rendering, for a layout engine, though the layout is done and kept (a figure with colour bars keeps a
+    placeholder engine).
+    """
     import matplotlib
 
     path = Path(path)
     with atomic_path(path) as tmp, matplotlib.rc_context(STYLE):
-        _lay_out_once(fig)
-        fig.savefig(tmp, format="png", dpi=DPI)
+        engine = fig.get_layout_engine()
+        if engine is not None:
+            engine.execute(fig)
+            fig.set_layout_engine("none")
+        fig.canvas.print_png(tmp)
     return path
-
-
-def _lay_out_once(fig: Figure) -> None:
-    """Run the figure's constrained layout and keep its result. savefig would otherwise draw the figure
-    twice, laying it out each time: once without rendering, to place everything, and once for real."""
-    engine = fig.get_layout_engine()
-    if engine is not None:
-        engine.execute(fig)
-        fig.set_layout_engine("none")
 
 
 def _frame_style(color: str) -> tuple[str, float, str]:
