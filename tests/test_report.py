@@ -254,17 +254,26 @@ def test_figures_drawn_beside_are_those_drawn_alone(pretrained, mnist, tmp_path,
         assert drawn[True][name] == image, name
 
 
+def test_the_figures_drawn_beside_are_about_half_of_the_drawing():
+    from mnist_classifier import report as report_module
+
+    beside = set(report_module.drawn_beside())
+    cost = {side: sum(k.cost for k in FIGURES if (k.name in beside) == side) for side in (True, False)}
+    assert not any(k.uses_model for k in FIGURES if k.name in beside)
+    assert abs(cost[True] - cost[False]) <= min(k.cost for k in FIGURES), cost
+
+
 def test_a_figure_that_fails_beside_fails_the_report(pretrained, mnist, tmp_path, monkeypatch):
     from mnist_classifier import plots
     from mnist_classifier import report as report_module
     from mnist_classifier.evaluate import evaluate
 
     def broken(inputs, path):
-        raise RuntimeError("cannot draw the samples")
+        raise RuntimeError("cannot draw this figure")
 
-    monkeypatch.setitem(plots.KINDS, "samples", replace(plots.KINDS["samples"], draw=broken))
-    monkeypatch.setattr(report_module, "_can_fork_a_drawer", lambda: True)  # samples is drawn beside
-    assert "samples" in report_module.drawn_beside()
+    monkeypatch.setattr(report_module, "_can_fork_a_drawer", lambda: True)
+    beside = report_module.drawn_beside()[-1]
+    monkeypatch.setitem(plots.KINDS, beside, replace(plots.KINDS[beside], draw=broken))
     evaluation = evaluate(pretrained.model, mnist.test_images, mnist.test_labels)
-    with pytest.raises(RuntimeError, match="cannot draw the samples"):
+    with pytest.raises(RuntimeError, match="cannot draw this figure"):
         report_module._draw_figures(tmp_path, pretrained.model, pretrained.metadata, evaluation, mnist)

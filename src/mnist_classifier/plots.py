@@ -666,6 +666,7 @@ class FigureKind:
     caption: "str | Callable[[dict | None], str]"
     draw: "Callable[[FigureInputs, Path], Path | None]"
     uses_model: bool = False  # runs the model (torch) to draw; the others need only the inputs' arrays
+    cost: int = 2  # drawing time relative to the other figures: the report shares them out between processes by it
 
     def caption_for(self, history: dict | None = None) -> str:
         return self.caption(history) if callable(self.caption) else self.caption
@@ -681,30 +682,30 @@ def _history_caption(history: dict | None) -> str:
 # The order is the order on the report's page.
 FIGURES: list[FigureKind] = [
     FigureKind("training_history", (15.0, 4.6), "Training", _history_caption,
-               lambda i, p: plot_training_history(i.history, p) if has_history(i.history) else None),
+               lambda i, p: plot_training_history(i.history, p) if has_history(i.history) else None, cost=5),
     FigureKind("confusion_matrix", (14.0, 6.4), "Evaluation",
                "Which digit the model answered (columns) for each true digit (rows). Left: counts on a log "
                "colour scale; right: percent of each true digit's examples.",
-               lambda i, p: plot_confusion_matrix(i.y_true, i.y_pred, p)),
+               lambda i, p: plot_confusion_matrix(i.y_true, i.y_pred, p), cost=9),
     FigureKind("per_class_accuracy", (8.0, 4.5), "Evaluation",
                "Share of each digit's test examples read correctly (its recall); red: the weakest digit.",
                lambda i, p: plot_per_class_accuracy(i.y_true, i.y_pred, p)),
     FigureKind("predictions", (8.0, 9.0), "Predictions", "25 random test digits with the model's answer and "
-               "confidence.", lambda i, p: plot_predictions(i.test_images, i.y_true, i.probabilities, p)),
+               "confidence.", lambda i, p: plot_predictions(i.test_images, i.y_true, i.probabilities, p), cost=3),
     FigureKind("misclassified", (12.0, 9.0), "Predictions", "The model's most confident mistakes: true digit, "
                "answer, and the second choice.",
-               lambda i, p: plot_misclassified(i.test_images, i.y_true, i.probabilities, p)),
+               lambda i, p: plot_misclassified(i.test_images, i.y_true, i.probabilities, p), cost=5),
     FigureKind("confidence_histogram", (8.0, 4.5), "Confidence", "How sure the model is when right (green) and "
-               "when wrong (red).", lambda i, p: plot_confidence_histogram(i.y_true, i.probabilities, p)),
+               "when wrong (red).", lambda i, p: plot_confidence_histogram(i.y_true, i.probabilities, p), cost=4),
     FigureKind("reliability", (6.5, 7.5), "Confidence", "Calibration: within each confidence bin, how often the "
                "model is right. Bars on the diagonal mean its confidence can be taken at face value.",
-               lambda i, p: plot_reliability(i.y_true, i.probabilities, p)),
+               lambda i, p: plot_reliability(i.y_true, i.probabilities, p), cost=4),
     FigureKind("samples", (7.5, 6.6), "Data", "Random digits from the MNIST training set with their labels.",
                lambda i, p: plot_samples(i.train_images, i.train_labels, p)),
     FigureKind("class_distribution", (8.0, 4.5), "Data", "How many training examples each digit has.",
                lambda i, p: plot_class_distribution(i.train_labels, p)),
     FigureKind("first_layer", (12.0, 6.0), "First layer", "The first layer's learned filters and what each "
                "picks up in one test digit.", lambda i, p: plot_first_layer(i.model, p, image=i.test_images[0]),
-               uses_model=True),
+               uses_model=True, cost=7),
 ]
 KINDS = {kind.name: kind for kind in FIGURES}

@@ -155,8 +155,8 @@ def _draw_figures(folder: Path, model, metadata, evaluation, data) -> tuple[dict
     removed from the folder, lest one of an earlier report there stay behind.
 
     Drawing is matplotlib's Python, one core per process: where a second core and fork are at hand, a
-    forked copy of this process draws every other figure that needs no model (it never touches torch,
-    whose threads do not survive a fork), while this one draws the rest.
+    forked copy of this process draws about half of the figures that need no model (drawn_beside; it
+    never touches torch, whose threads do not survive a fork), while this one draws the rest.
     """
     global _FORKED_INPUTS
     inputs = _figure_inputs(model, metadata, evaluation, data)
@@ -183,8 +183,17 @@ _FORKED_INPUTS: "plots.FigureInputs | None" = None
 
 
 def drawn_beside() -> list[str]:
-    """The figures a second process draws: every other one of those that need no model."""
-    return [kind.name for kind in plots.FIGURES if not kind.uses_model][1::2]
+    """The figures a second process draws, from those that need no model: dealt out costliest first, each
+    to whichever process has less drawing so far, so that both finish at about the same time."""
+    here = sum(kind.cost for kind in plots.FIGURES if kind.uses_model)
+    beside, names = 0, []
+    for kind in sorted((k for k in plots.FIGURES if not k.uses_model), key=lambda k: -k.cost):
+        if beside < here:
+            names.append(kind.name)
+            beside += kind.cost
+        else:
+            here += kind.cost
+    return names
 
 
 def _can_fork_a_drawer() -> bool:
