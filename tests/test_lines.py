@@ -58,6 +58,19 @@ def test_each_style_is_found_and_removed_keeping_the_digits(mnist, style):
         assert correlation(found.ink, ink_of(bare).ink) > 0.93, (style, seed)
 
 
+def test_a_one_standing_in_a_comb_cell_is_no_tick():
+    """A stroke on the baseline inside a comb cell, as long as the ticks, cuts that cell into two narrow
+    ones: it is handwriting, and the comb keeps its six cells (not twelve half cells)."""
+    ink = np.zeros((220, 560), np.float32)
+    ink[158:161, 20:503] = 1.0                      # the baseline
+    for x in range(20, 501, 80):
+        ink[118:160, x:x + 3] = 1.0                 # seven ticks, 40 px up from it
+    ink[128:160, 296:301] = 1.0                     # a "1" standing on the baseline inside the fourth cell
+    structure = lines.find_lines(ink)
+    assert [x1 - x0 for x0, _, x1, _ in structure.cells] == [76] * 6
+    assert not structure.mask[128:150, 296:301].any()  # (the rows above the baseline are its rim)
+
+
 def test_cells_are_boxes_in_reading_order(mnist):
     digits = [mnist.test_images[i] for i in range(5)]
     structure = ink_of(render_form(digits, np.random.default_rng(4), style="cells", rotation=0.0)).lines

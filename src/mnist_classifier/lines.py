@@ -19,8 +19,9 @@ The idea. Printed lines are long, thin and straight; handwriting is rarely all t
    when it is
      - a side of a cell: a closed box (two walls next to each other, two lines next to each other
        between them, at the walls' ends or running on past both: a row of boxes, grid paper) or a cell
-       of a comb field (neighbouring ticks of at least three alike ones standing on one baseline), many
-       times larger than its lines are thick. A wall ends at lines or at the image border: a stroke
+       of a comb field (neighbouring ticks of at least three alike ones standing on one baseline at
+       one pitch: a "1" on the baseline halves its cell, and is no tick), many times larger than its
+       lines are thick. A wall ends at lines or at the image border: a stroke
        that crosses a box's border and ends inside is no wall. A cell twice the width of its row's
        others has a wall a digit hides, and is cut in two; or
      - a rule: a horizontal line much thinner than its length and than the handwriting's strokes,
@@ -75,7 +76,8 @@ MIN_CELL = 10          # a cell is at least this wide and tall (decoded px) ...
 CELL_PER_LINE = 5      # ... and five times as wide as its lines are thick
 ALIKE = 0.4            # lines of one printed form differ in thickness by at most 40% (or 2 px)
 TICK_LIKE = 0.35       # comb ticks are within 35% of their median length
-MIN_COMB_CELLS = 2     # a comb field has at least three ticks
+MIN_COMB_CELLS = 2     # a comb field has at least three ticks ...
+SPLIT_CELL = 0.2       # ... at one pitch: a stroke that leaves no cell within 20% of it is not one of them
 RESTRETCH = 0.8        # handwriting left under 80% strength without the lines is stretched back to 1
 MAX_BRIDGE = 16        # strokes are bridged across bands at most this high (wider runs are other lines)
 PITCH_TOLERANCE = 0.12 # boxes of one row are printed at one pitch: gaps are whole pitches within 12%
@@ -546,11 +548,32 @@ def _comb_cells(v: _Runs, m: _Meetings, taken: np.ndarray, baselines: np.ndarray
             lengths = v.length[ticks]
             ticks = ticks[np.abs(lengths - np.median(lengths)) <= TICK_LIKE * np.median(lengths)]
             ticks = ticks[np.argsort(m.x[i, ticks])]
+            ticks = ticks[_at_the_pitch(m.x[i, ticks])]
             cells = [(int(j), int(k), i, up) for j, k in zip(ticks[:-1], ticks[1:])
                      if _roomy(m.x[i, k] - m.x[i, j], v.thickness[[j, k]])]
             if len(cells) >= MIN_COMB_CELLS:
                 found += cells
     return found
+
+
+def _at_the_pitch(xs: np.ndarray) -> np.ndarray:
+    """Which of a comb's ticks (at columns ``xs``, left to right) stand at its pitch.
+
+    The ticks of a comb are printed one cell apart. A stroke standing on the baseline inside a cell, the
+    stem of a "1" or a "7" as long as the ticks, looks like one more tick, but it cuts its cell into two
+    narrow ones that together are one cell wide: it is not a tick. (A tick a digit hides leaves a cell
+    twice as wide instead; _complete_rows cuts that one in two.)
+    """
+    keep = np.ones(len(xs), dtype=bool)
+    gaps = np.diff(xs.astype(np.float64))
+    if len(gaps) < 3:
+        return keep
+    pitch = float(np.median(gaps))
+    for t in range(1, len(xs) - 1):
+        left, right = gaps[t - 1], gaps[t]
+        if max(left, right) < (1 - SPLIT_CELL) * pitch and abs(left + right - pitch) <= PITCH_TOLERANCE * pitch:
+            keep[t] = False
+    return keep
 
 
 def _inner_box(left: float, right: float, top: float, bottom: float) -> Box:
