@@ -47,6 +47,7 @@ TRANSFORMS = {
     "warp": lambda x, y, g, p: A.warp(x, g, 0.3, 0.25, 24.0, 4.0, p, p, p),
     "stroke_width": lambda x, y, g, p: A.stroke_width(x, g, p=p),
     "styles": lambda x, y, g, p: A.styles(x, y, g, p=p),
+    "open_fours": lambda x, y, g, p: A.open_fours(x, y, g, p=p),
     "partial_crop": lambda x, y, g, p: A.partial_crop(x, g, p=p),
 }
 
@@ -65,7 +66,8 @@ def test_shape_range_and_seed(digits, name):
     assert not torch.equal(a, c)
     changed = (a != canvas(x)).flatten(1).any(1).float().mean().item()
     styled = torch.isin(y, torch.tensor([1, 7, 9])).float().mean().item()
-    share = {"warp": 1 - 0.5 ** 3, "styles": 0.5 * styled}.get(name, 0.5)  # warp: any of its three
+    fours = (y == 4).float().mean().item()
+    share = {"warp": 1 - 0.5 ** 3, "styles": 0.5 * styled, "open_fours": 0.5 * fours}.get(name, 0.5)  # warp: any of 3
     assert abs(changed - share) < 0.1
 
 
@@ -209,6 +211,30 @@ def test_curl_adds_ink_at_the_bottom_of_a_nine(digits):
     assert (low / new.sum((1, 2)) > 0.95).all()
 
 
+def test_open_four_is_a_four_of_the_same_height_with_its_bar_low_and_only_its_stem_below(digits):
+    fours = canvas(of_digit(digits, 4)[0])
+    before, after = A.measure(fours), A.measure(A.open_four(fours, gen()))
+    redrawn = A.open_four(fours, gen())[:, 0]
+    ys, xs = rows_and_columns(fours)
+    relative = (ys - after.top.view(-1, 1, 1)) / after.height.view(-1, 1, 1)
+    assert ((after.top - before.top).abs() <= 1).all() and ((after.bottom - before.bottom).abs() <= 1).all()
+    bar_row = (redrawn * (redrawn > A.STROKE_LEVEL)).sum(2).argmax(1).float()
+    bar_at = (bar_row - after.top) / after.height
+    assert ((bar_at > 0.45) & (bar_at < 0.8)).all()
+    low_columns = ((redrawn * (relative > 0.85)).amax(1) > A.STROKE_LEVEL).sum(1)
+    assert (low_columns <= after.stroke + 3).all()  # the stem alone reaches the bottom
+    box = A.ink_box(redrawn[:, None], A.STROKE_LEVEL)
+    centre = ((box.x0 + box.x1 - 1) / 2).view(-1, 1, 1)
+    above_bar = redrawn * (relative < 0.4)  # the back and the stem: ink on both sides
+    assert ((above_bar * (xs < centre)).sum((1, 2)) > 1.0).all() and ((above_bar * (xs > centre)).sum((1, 2)) > 1.0).all()
+
+
+def test_open_fours_redraw_only_fours(digits):
+    x, y = canvas(digits[0]), digits[1]
+    changed = (A.open_fours(x, y, gen(), p=1.0) != x).flatten(1).any(1)
+    assert torch.equal(changed, y == 4)
+
+
 def test_styles_touch_only_ones_sevens_and_nines(digits):
     x, y = canvas(digits[0]), digits[1]
     styled = A.styles(x, y, gen(), p=1.0)
@@ -322,6 +348,17 @@ def test_styles_recipe_redraws_some_1s_7s_and_9s_and_nothing_else(mnist):
     styled_class = torch.isin(y, torch.tensor(A.STYLED_DIGITS))
     assert not redrawn[~styled_class].any()
     assert abs(redrawn[styled_class].float().mean().item() - styles.p_writer * styles.p_style) < 0.05
+
+
+def test_a_recipe_with_open_fours_redraws_some_4s_and_nothing_else(mnist):
+    x = torch.as_tensor(mnist.train_images[:2000]).float().div(255).unsqueeze(1)
+    y = torch.as_tensor(mnist.train_labels[:2000]).long()
+    fours = A.Recipe(p_affine=0.0, p_writer=0.5, p_open_four=0.6)
+    out = A.augment_batch(x, y, gen(), fours)
+    reference = A.augment_batch(x, y, gen(), replace(fours, p_open_four=0.0))
+    redrawn = (out != reference).flatten(1).any(1)
+    assert not redrawn[y != 4].any()
+    assert abs(redrawn[y == 4].float().mean().item() - fours.p_writer * fours.p_open_four) < 0.06
 
 
 def test_writers_recipe_is_seeded(digits):

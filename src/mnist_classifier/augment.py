@@ -10,6 +10,7 @@ here turns a batch (N, 1, H, W) of light ink on 0 into a plausible other writer'
     warp(x, gen, ...)                both of the above, each for its own share, in one resampling
     stroke_width(x, gen)             a thicker or thinner pen
     styles(x, y, gen)                flagged 1s (some with a foot), crossed 7s, 9s with a curled tail
+    open_fours(x, y, gen)            4s redrawn with an open top and a slanted or rounded back
     partial_crop(x, gen)             1-3 px of ink cut off one side, as a tight crop of a photo does
     refit(x)                         re-frame exactly as fit.fit_to_mnist frames a real image
 
@@ -517,6 +518,53 @@ def styles(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, p: float = 1.
     return _on_chosen(x, chosen, transform)
 
 
+def open_four_strokes(x: torch.Tensor, shape: DigitShape, gen: torch.Generator, pieces: int = 4) -> Strokes:
+    """A 4 as many people outside MNIST write it: a stem on the right, a bar across at 55-72% of the
+    height reaching past the stem, and a back stroke from near the top of the stem down and out to the
+    bar's left end. The back's top stands 0-30% of the digit's width left of the stem (an open top, or
+    nearly closed), and the back bows out to the lower left by up to a third of its length (a rounded
+    join). In the digit's own ink box height and centre, 0.55-0.85 times as wide as high, with its pen."""
+    n, device = x.shape[0], x.device
+    box = ink_box(x, STROKE_LEVEL)
+    height, top, bottom, pen = shape.height, shape.top, shape.bottom, shape.stroke
+    width = _uniform(n, 0.55, 0.85, gen, device) * height
+    left = (box.x0 + box.x1 - 1) / 2 - width / 2
+    stem_top = _pair(left + _uniform(n, 0.6, 0.8, gen, device) * width, top + pen / 2)
+    lean = torch.tan(torch.deg2rad(_uniform(n, -3.0, 10.0, gen, device))) * height  # > 0: the top leans right
+    stem_bottom = _pair(stem_top[:, 0] - lean, bottom - pen / 2)
+    bar_at = _uniform(n, 0.55, 0.72, gen, device)
+    stem_at_bar = stem_top + bar_at.view(-1, 1) * (stem_bottom - stem_top)
+    bar_left = _pair(left + pen / 2, stem_at_bar[:, 1])
+    bar_right = stem_at_bar + _pair(_uniform(n, 0.1, 0.3, gen, device) * width, torch.zeros_like(width))
+    back_top = _pair(stem_top[:, 0] - _uniform(n, 0.0, 0.3, gen, device) * width,
+                     top + pen / 2 + _uniform(n, 0.0, 0.1, gen, device) * height)
+    # A quadratic curve from the back's top to the bar's left end, its control point pushed out to the
+    # lower left of the straight line (y points down: the outward normal of a line going down-left).
+    chord = bar_left - back_top
+    outward = F.normalize(_pair(-chord[:, 1], chord[:, 0]), dim=1)
+    bow = _uniform(n, 0.0, 0.35, gen, device) * chord.norm(dim=1)
+    control = (back_top + bar_left) / 2 + bow.view(-1, 1) * outward
+    t = torch.linspace(0, 1, pieces + 1, device=device).view(1, -1, 1)
+    back = (1 - t) ** 2 * back_top.unsqueeze(1) + 2 * t * (1 - t) * control.unsqueeze(1) + t ** 2 * bar_left.unsqueeze(1)
+    start = torch.cat([back[:, :-1], bar_left.unsqueeze(1), stem_top.unsqueeze(1)], 1)
+    end = torch.cat([back[:, 1:], bar_right.unsqueeze(1), stem_bottom.unsqueeze(1)], 1)
+    return Strokes(start, end, pen.view(-1, 1).expand(-1, pieces + 2))
+
+
+def open_four(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Each 4 redrawn as an open-top 4 (open_four_strokes) in place of its own strokes."""
+    strokes = open_four_strokes(x, measure(x), gen)
+    return draw_segments(x.shape[2:], strokes.start, strokes.end, strokes.width)
+
+
+def open_fours(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, p: float = 1.0) -> torch.Tensor:
+    """Redraw a ``p`` share of the 4s as open-top 4s; other digits are untouched. Follow with ``refit``."""
+    chosen = choose(x.shape[0], p, gen, x.device) & (y == 4)
+    return _on_chosen(x, chosen, lambda batch: open_four(batch, gen))
+
+
+
+
 # ---------------------------------------------------------------------------------------------- recipes
 
 @dataclass(frozen=True)
@@ -528,6 +576,7 @@ class Recipe:
     # Within the p_writer share, each of these independently:
     p_style: float = 0.0     # a 1, 7 or 9 drawn in its continental style (flag, crossbar, curled tail)
     p_foot: float = 0.0      # a flagged 1 that also gets a foot
+    p_open_four: float = 0.0  # a 4 redrawn with an open top and a slanted or rounded back (no recipe below uses it)
     p_slant: float = 0.0     # shear by up to +-slant
     slant: float = 0.0
     p_aspect: float = 0.0    # width scaled by up to exp(+-aspect)
@@ -601,6 +650,7 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
 def _other_writer(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, recipe: Recipe) -> torch.Tensor:
     canvas = F.pad(x, (CANVAS_MARGIN,) * 4)
     canvas = styles(canvas, y, gen, recipe.p_style, recipe.p_foot)
+    canvas = open_fours(canvas, y, gen, recipe.p_open_four)
     canvas = warp(canvas, gen, recipe.slant, recipe.aspect, recipe.elastic_alpha, recipe.elastic_sigma,
                   recipe.p_slant, recipe.p_aspect, recipe.p_elastic)
     canvas = partial_crop(canvas, gen, int(recipe.crop_px), p=recipe.p_crop)
