@@ -34,7 +34,7 @@ from .errors import ConfigError, ModelFileError, first_line
 METADATA_KEY = "mnist_classifier"  # where a model file keeps its metadata: the safetensors header's key, and an
                                    # ONNX model's metadata_props key
 ONNX_SUFFIX = ".onnx"
-ONNX_BATCH = 512  # images per onnxruntime call: as for torch, activations of a few hundred digits stay in cache
+ONNX_BATCH = 64  # images per onnxruntime call: each layer's activations of a few dozen digits stay in cache
 
 
 def pretrained_path() -> Path:
