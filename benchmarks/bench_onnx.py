@@ -9,7 +9,10 @@ torch, on onnx with an exported .onnx file, and once with a .safetensors model o
 cache (exported on the fly). The same reading is also timed from Python (`Predictor(...).predict`), which
 imports no more than the engine needs, to show what the engine itself costs apart from the CLI.
 Throughput: the shipped model on MNIST test digits held in memory, batches of 1, 64 and 1,024, each engine
-in this process, for --seconds per figure. Prints a table and writes JSON; asserts nothing.
+in this process, for --seconds per figure. Beside it, the arithmetic ceiling: the model's multiply-adds
+per digit, and how many digits a second this machine's float32 matrix multiply (torch, every core) could
+feed at that count if convolutions ran as fast as one large matmul. Prints a table and writes JSON;
+asserts nothing.
 """
 
 from __future__ import annotations
@@ -132,6 +135,48 @@ def throughputs(onnx_file: Path, seconds: float, threads: int | None) -> dict:
     return result
 
 
+def multiply_adds_per_digit(model) -> int:
+    """Multiply-adds of one digit through every convolution and linear layer (what dominates a CNN's work)."""
+    import torch
+
+    counted = []
+
+    def count(layer, inputs, output):
+        weight = layer.weight
+        per_output = weight[0].numel()  # in_channels / groups * kernel area, or in_features
+        counted.append(output[0].numel() * per_output)
+
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    hooks = [layer.register_forward_hook(count) for layer in layers]
+    with torch.no_grad():
+        model(torch.zeros(1, 1, 28, 28))
+    for hook in hooks:
+        hook.remove()
+    return sum(counted)
+
+
+def arithmetic_ceiling(seconds: float) -> dict:
+    """The shipped model's multiply-adds per digit against the machine's float32 matmul rate (torch)."""
+    import torch
+
+    from mnist_classifier.persist import load_model
+
+    macs = multiply_adds_per_digit(load_model(pretrained_path()).model.eval())
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a @ b  # warm-up
+    runs, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        a @ b
+        runs += 1
+    rate = runs * 1024 ** 3 / (time.perf_counter() - started)
+    result = {"multiply_adds_per_digit": macs, "matmul_gmacs_per_second": round(rate / 1e9, 1),
+              "digits_per_second_at_matmul_rate": round(rate / macs), "threads": torch.get_num_threads()}
+    print(f"arithmetic ceiling: {macs / 1e6:.2f} M multiply-adds per digit; float32 matmul "
+          f"{result['matmul_gmacs_per_second']} GMAC/s -> at most {result['digits_per_second_at_matmul_rate']:,} "
+          f"digits/s", flush=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5, help="cold starts per figure (the median is reported)")
@@ -152,6 +197,7 @@ def main() -> None:
         # One thread each as well: on a shared machine a multi-threaded call waits for its slowest thread.
         result["throughput"] = ([throughputs(onnx_file, args.seconds, threads) for threads in (None, 1)]
                                 if args.only != "cold" else kept.get("throughput"))
+        result["ceiling"] = arithmetic_ceiling(args.seconds) if args.only != "cold" else kept.get("ceiling")
         result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     write_result("onnx", result)
 
