@@ -205,6 +205,27 @@ def test_distillation_resumes_exactly_and_refuses_a_changed_teacher(small, tmp_p
         resume_run(tmp_path / "run")
 
 
+def test_a_run_recorded_before_a_recipe_field_existed_resumes_to_the_same_weights(small, tmp_path, monkeypatch):
+    digits, settings = SETTINGS["onecycle+writers"]
+    data = _first(small, digits)
+    reference = _run(data, **settings)
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 1)
+        with pytest.raises(Interrupted):
+            _run(data, tmp_path, **settings)
+    state = checkpoint.read(tmp_path)
+    del state["settings"]["augment_recipe_values"]["p_open_four"]  # as the previous release recorded it
+    checkpoint.write(tmp_path, state)
+    resumed = train_run(resume_run(tmp_path, progress=False), data)
+    assert_same_weights(resumed.model.state_dict(), reference.model.state_dict())
+
+    state = checkpoint.read(tmp_path)
+    state["settings"]["augment_recipe_values"]["p_slant"] = 0.0  # a recipe that now means other values
+    checkpoint.write(tmp_path, state)
+    with pytest.raises(ConfigError, match="the augmentation recipe 'writers' is not what it was"):
+        resume_run(tmp_path)
+
+
 def test_resume_refuses_conflicting_settings_and_other_data(small, tmp_path, monkeypatch):
     settings = dict(architecture="mlp", model_options={"hidden_layers": [16]}, epochs=2, batch_size=500,
                     validation_split=0.0)

@@ -589,12 +589,19 @@ def resume_run(checkpoint_dir: str, architecture: str | None = None, model_optio
 def _check_unchanged(run: Run, recorded: dict) -> None:
     """Refuse to resume when a file or a name the run depends on now means something else."""
     now = run.settings()
-    if now.get("augment_recipe_values") != recorded.get("augment_recipe_values"):
+    if _recipe_values(now) != _recipe_values(recorded):
         raise ConfigError(f"the augmentation recipe {run.config.augment_recipe!r} is not what it was when the run "
                           f"in {run.checkpoint_dir} started, so resuming could not repeat it")
     if now.get("teacher_sha256") != recorded.get("teacher_sha256"):
         raise ConfigError(f"{run.config.teacher}: the teacher model file has changed since the run in "
                           f"{run.checkpoint_dir} started; resuming needs the same file")
+
+
+def _recipe_values(settings: dict) -> dict | None:
+    """A run's recorded recipe with every field: one recorded before a field existed has that field's
+    default, which draws nothing and changes nothing."""
+    values = settings.get("augment_recipe_values")
+    return None if values is None else recipe_named(values).to_dict()
 
 
 def train_run(run: Run, data) -> TrainResult:
