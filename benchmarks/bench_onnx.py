@@ -141,10 +141,8 @@ def multiply_adds_per_digit(model) -> int:
 
     counted = []
 
-    def count(layer, inputs, output):
-        weight = layer.weight
-        per_output = weight[0].numel()  # in_channels / groups * kernel area, or in_features
-        counted.append(output[0].numel() * per_output)
+    def count(layer, inputs, output):  # each output value costs in_channels / groups * kernel area (or in_features)
+        counted.append(output[0].numel() * layer.weight[0].numel())
 
     layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     hooks = [layer.register_forward_hook(count) for layer in layers]

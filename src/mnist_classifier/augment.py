@@ -563,8 +563,6 @@ def open_fours(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, p: float 
     return _on_chosen(x, chosen, lambda batch: open_four(batch, gen))
 
 
-
-
 # ---------------------------------------------------------------------------------------------- recipes
 
 @dataclass(frozen=True)
